@@ -1,0 +1,11 @@
+"""Vanilla KD, resnet32x4 ▶ resnet8x4 on the offline CIFAR-10 JPEGs (teacher stage first).
+
+    python -m jaxkd.main --config=configs/kd_cifar10_jpeg.py --workdir=$HOME/jaxkd/kd_c10j \
+        [--config.teacher_checkpoint=$HOME/jaxkd/r32x4_c10j]
+"""
+
+from jaxkd import recipes
+
+
+def get_config():
+  return recipes.cifar_distillation("kd", "resnet32x4", "resnet8x4", "cifar10_jpeg")

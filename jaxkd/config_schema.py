@@ -1,0 +1,108 @@
+"""The fields every jaxkd config has, with their defaults.
+
+Every config file under `configs/` starts from `base_config()` (one run) or
+`pipeline_config()` (several runs chained, e.g. teacher ▶ student), so that the same
+overrides drive any experiment:
+
+    --config.dataset  --config.data_dir  --config.batch_size  --config.num_epochs
+    --config.max_steps  --config.seed  --config.teacher_checkpoint
+
+Method hyperparameters live in a section named after the method (`config.kd`,
+`config.dkd`, ...); `jaxkd.methods` fills a missing section with the method's defaults.
+"""
+
+import ml_collections
+
+# Fields that a pipeline shares with each of its stages, by reference.
+SHARED_FIELDS = ("dataset", "data_dir", "batch_size", "eval_batch_size", "num_epochs",
+                 "max_steps", "seed", "input_path", "half_precision", "conv_impl")
+
+
+def sgd_config(learning_rate: float = 0.05, weight_decay: float = 5e-4,
+               decay_epochs: tuple[int, ...] = (150, 180, 210)) -> ml_collections.ConfigDict:
+  """SGD with momentum, coupled weight decay and a step-decay schedule (the CIFAR recipe)."""
+  return ml_collections.ConfigDict({
+      "name": "sgd",
+      "learning_rate": learning_rate,
+      "momentum": 0.9,
+      "nesterov": False,
+      "weight_decay": weight_decay,
+      # 'step': ×decay_factor once the epoch passes each of decay_epochs; 'cosine'; 'constant'.
+      "schedule": "step",
+      "decay_epochs": decay_epochs,
+      "decay_factor": 0.1,
+      "warmup_epochs": 0,
+  })
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """One training run: defaults of the CIFAR-100 recipe (methods.md §10)."""
+  config = ml_collections.ConfigDict()
+  config.method = "ce"
+  config.dataset = "cifar100"
+  config.data_dir = ""  # '' = the TFDS default data dir.
+  config.input_path = "auto"  # 'auto' | 'device' (data set kept on device) | 'tfdata'.
+  config.image_size = 224  # ImageNet train/eval resolution.
+
+  config.student_model = "resnet8x4"
+  # Teachers: model names and checkpoints, comma-separated when there are several.
+  # A checkpoint is the workdir of an earlier jaxkd run (its exported model is loaded).
+  config.teacher_model = ""
+  config.teacher_checkpoint = ""
+
+  config.batch_size = 64  # Global batch, split over all devices.
+  config.eval_batch_size = 256
+  config.num_epochs = 240
+  config.max_steps = 0  # > 0: stop after this many steps (smoke runs).
+  config.seed = 0
+
+  config.optimizer = sgd_config()  # Student (and the method's extra modules).
+  config.teacher_optimizer = sgd_config()  # Used only by methods that train the teacher.
+
+  config.half_precision = False  # bf16 compute, float32 parameters.
+  config.conv_impl = "auto"  # 'auto' | 'xla' | a faster CPU convolution (see jaxkd.models.layers).
+
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1
+  config.checkpoint_every_steps = 0  # 0: checkpoint after each evaluation only.
+  config.keep_checkpoints = 2  # The last N; the best one is kept apart.
+  return config
+
+
+def pipeline_config(stages: dict[str, ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
+  """Several runs in order, each in `WORKDIR/<stage name>`, linked by `teacher_checkpoint='@stage'`.
+
+  The shared fields (dataset, batch size, epochs, seed, ...) are set once at the top
+  level and referenced by every stage, so `--config.dataset=X` changes all stages.
+  A stage may keep its own value of a shared field by setting it *after* this call
+  (e.g. `config.stages.teacher.num_epochs = 30`), which breaks the link for that stage.
+  A non-empty top-level `teacher_checkpoint` replaces every '@stage' reference, and the
+  stages it replaces are not run.
+  """
+  first = next(iter(stages.values()))
+  config = ml_collections.ConfigDict()
+  for field in SHARED_FIELDS:
+    config[field] = first[field]
+  config.teacher_checkpoint = ""
+  config.stage_order = tuple(stages)
+  config.stages = ml_collections.ConfigDict()
+  for name, stage in stages.items():
+    for field in SHARED_FIELDS:
+      stage[field] = config.get_ref(field)
+    config.stages[name] = stage
+  return config
+
+
+def is_pipeline(config: ml_collections.ConfigDict) -> bool:
+  return "stage_order" in config
+
+
+def teacher_then_student(teacher: ml_collections.ConfigDict,
+                         student: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A two-stage pipeline: train `teacher` with CE, then distill `student` from it.
+
+  `--config.teacher_checkpoint=DIR` skips the teacher stage and distills from DIR.
+  """
+  student.teacher_model = teacher.student_model
+  student.teacher_checkpoint = "@teacher"
+  return pipeline_config({"teacher": teacher, "student": student})

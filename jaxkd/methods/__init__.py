@@ -1,0 +1,23 @@
+"""Registry of distillation methods: one module per method, found by name."""
+
+import ml_collections
+
+from jaxkd.methods import base
+from jaxkd.methods.ce import CrossEntropy
+from jaxkd.methods.dkd import DecoupledKD
+from jaxkd.methods.kd import KnowledgeDistillation
+from jaxkd.registry import Registry
+
+METHODS: Registry[type[base.Method]] = Registry("method")
+for _method in (CrossEntropy, KnowledgeDistillation, DecoupledKD):
+  METHODS.register(_method.name)(_method)
+
+
+def create_method(config: ml_collections.ConfigDict) -> base.Method:
+  """The method named by `config.method`, with its section `config.<method>` over its defaults."""
+  return METHODS.get(config.method)(config)
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  """The hyperparameter section of method `name`, for config files to start from."""
+  return METHODS.get(name).default_config()

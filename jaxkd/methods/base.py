@@ -1,0 +1,145 @@
+"""The contract between the trainer and a distillation method.
+
+A method is one small class that declares, as pure functions and data:
+- `default_config()`: its hyperparameters (the config section named after the method);
+- `teacher_mode`: whether it uses no teacher, a frozen one, or trains the teacher;
+- `init_extra(...)`: extra trainable modules (projectors, simplifiers), if any;
+- `loss(...)`: the scalar loss and namespaced metrics (`loss/ce`, `loss/kd`, ...);
+- `predict(...)`: the logits that evaluation scores (the student's own by default).
+
+Parameters and batch statistics are dicts with three groups:
+`{'student': ..., 'teachers': (t0, t1, ...), 'extra': ...}`. The trainer updates
+`student` and `extra` with the student optimizer and `teachers` with the teacher
+optimizer, which is `optax.set_to_zero()` unless `teacher_mode` is TRAINABLE.
+"""
+
+import abc
+import dataclasses
+import enum
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+
+class TeacherMode(enum.Enum):
+  NONE = "none"  # No teacher (plain training).
+  FROZEN = "frozen"  # Eval mode, stop_gradient, batch stats never change.
+  TRAINABLE = "trainable"  # Gradients reach the teacher; its batch stats move.
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+  """The Flax modules of a run (stateless descriptions; variables live in the train state)."""
+  student: nn.Module
+  teachers: tuple[nn.Module, ...] = ()
+  extra: nn.Module | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeInfo:
+  """Output shapes of the networks, for building extra modules: (feature_map, logits) each."""
+  student: tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]
+  teachers: tuple[tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInfo:
+  """Where training is: the global step and the 1-based epoch (as mdistiller counts it)."""
+  step: jax.Array
+  epoch: jax.Array
+
+
+def apply_model(module: nn.Module, params: PyTree, batch_stats: PyTree, images: jax.Array,
+                train: bool) -> tuple[tuple[jax.Array, jax.Array], PyTree]:
+  """Runs a model; returns ((feature_map, logits), batch_stats), updated when training."""
+  variables = {"params": params}
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+  if train and batch_stats:
+    outputs, updates = module.apply(variables, images, train=True, mutable=["batch_stats"])
+    return outputs, updates["batch_stats"]
+  return module.apply(variables, images, train=train), batch_stats
+
+
+def frozen_teacher_outputs(nets: Networks, params: Mapping[str, PyTree],
+                           batch_stats: Mapping[str, PyTree],
+                           images: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
+  """(feature_map, logits) of every teacher in eval mode, with no gradient."""
+  outputs = []
+  for module, t_params, t_stats in zip(nets.teachers, params["teachers"], batch_stats["teachers"]):
+    (feature_map, logits), _ = apply_model(module, t_params, t_stats, images, train=False)
+    outputs.append((jax.lax.stop_gradient(feature_map), jax.lax.stop_gradient(logits)))
+  return tuple(outputs)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+class Method(abc.ABC):
+  """A distillation method; subclasses set `name`, `teacher_mode` and define `loss`."""
+
+  name: str = ""
+  teacher_mode: TeacherMode = TeacherMode.NONE
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.hparams = self.resolve_hparams(config.get(self.name))
+
+  @classmethod
+  def resolve_hparams(cls, section: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+    """The method's defaults, overridden by `config.<name>`; unknown or mistyped fields raise."""
+    hparams = cls.default_config()
+    for key, value in (section or {}).items():
+      if key not in hparams:
+        raise ValueError(f"config.{cls.name}.{key} is not a setting of method '{cls.name}'; "
+                         f"valid: {', '.join(sorted(hparams))}")
+      default = hparams[key]
+      if isinstance(default, bool) != isinstance(value, bool) or (
+          isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
+              isinstance(default, str) and not isinstance(value, str)):
+        raise ValueError(f"config.{cls.name}.{key} must be a {type(default).__name__}, "
+                         f"got {value!r}")
+      hparams[key] = float(value) if isinstance(default, float) else value
+    return hparams
+
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict()
+
+  def validate(self) -> None:
+    """Raises ValueError, saying what to fix, when the method's settings are unusable."""
+    want_teacher = self.teacher_mode is not TeacherMode.NONE
+    has_teacher = bool(self.config.teacher_model)
+    if want_teacher and not has_teacher:
+      raise ValueError(f"method '{self.name}' needs a teacher: set --config.teacher_model "
+                       "and --config.teacher_checkpoint")
+
+  def init_extra(self, rng: jax.Array, nets: Networks,
+                 shapes: ShapeInfo) -> tuple[nn.Module | None, PyTree, PyTree]:
+    """Builds the method's extra module; returns (module, params, batch_stats)."""
+    del rng, nets, shapes
+    return None, {}, {}
+
+  @abc.abstractmethod
+  def loss(self, nets: Networks, params: Mapping[str, PyTree], batch_stats: Mapping[str, PyTree],
+           batch: Mapping[str, jax.Array], rng: jax.Array,
+           step_info: StepInfo) -> tuple[jax.Array, tuple[PyTree, Metrics]]:
+    """Returns (loss, (new batch_stats, metrics)); `params` is what gradients are taken of."""
+
+  def export_variables(self, state) -> PyTree:
+    """What a finished run exports as its model: the student's variables."""
+    return {"params": state.params["student"], "batch_stats": state.batch_stats["student"]}
+
+  def predict(self, nets: Networks, params: Mapping[str, PyTree],
+              batch_stats: Mapping[str, PyTree], images: jax.Array) -> jax.Array:
+    """Logits that evaluation scores: the student's own classifier, in eval mode."""
+    (_, logits), _ = apply_model(nets.student, params["student"], batch_stats["student"],
+                                 images, train=False)
+    return logits

@@ -1,0 +1,39 @@
+"""Layer factories shared by every model of the zoo.
+
+Every convolution of every model is built by `make_conv`, so that one switch
+(`conv_impl`) selects how convolutions are computed for the whole network.
+Batch norm follows PyTorch's defaults (momentum 0.1 → Flax momentum 0.9, eps 1e-5),
+so that imported PyTorch weights and recipes behave the same.
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+CONV_IMPLS = ("auto", "xla")
+
+
+def resolve_conv_impl(conv_impl: str) -> Callable[..., jax.Array]:
+  """Returns the `lax.conv_general_dilated`-compatible function named by `conv_impl`."""
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"unknown conv_impl '{conv_impl}'; valid: {', '.join(CONV_IMPLS)}")
+  return jax.lax.conv_general_dilated
+
+
+def make_conv(dtype: Any = jnp.float32, conv_impl: str = "auto", **defaults) -> ModuleDef:
+  """`nn.Conv` with float32 parameters, compute in `dtype`, and the selected convolution."""
+  return functools.partial(
+      nn.Conv, dtype=dtype, param_dtype=jnp.float32,
+      conv_general_dilated=resolve_conv_impl(conv_impl), **defaults)
+
+
+def make_batch_norm(train: bool, dtype: Any = jnp.float32) -> ModuleDef:
+  """BatchNorm with PyTorch's momentum and epsilon; batch statistics when training."""
+  return functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+      dtype=dtype, param_dtype=jnp.float32)

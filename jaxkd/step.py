@@ -1,0 +1,120 @@
+"""The jit-compiled train and eval steps, sharded over a `data` mesh axis.
+
+One code path from one CPU to a pod: the batch is sharded on the mesh's `data` axis,
+every parameter is replicated, and under jit batch norm reduces over the global batch.
+"""
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxkd import losses
+from jaxkd.methods import base
+from jaxkd.state import DistillState, student_trainable
+
+PyTree = Any
+DATA_AXIS = "data"
+
+
+def create_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A one-axis mesh (`data`) over all devices (of all processes)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def make_train_step(method: base.Method, nets: base.Networks,
+                    student_tx: optax.GradientTransformation,
+                    teacher_tx: optax.GradientTransformation,
+                    learning_rate: optax.Schedule, steps_per_epoch: int,
+                    mesh: Mesh) -> Callable[[DistillState, Mapping[str, jax.Array]],
+                                            tuple[DistillState, dict[str, jax.Array]]]:
+  """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
+
+  One `value_and_grad` over the trainable groups: `student` and `extra` always, the
+  teachers only when the method trains them (a frozen teacher's parameters are passed
+  through untouched, so they stay bit-identical). A step whose loss is not finite
+  leaves the state unchanged and reports `loss` as NaN; the trainer stops on it.
+  """
+  trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE
+
+  def train_step(state: DistillState, batch: Mapping[str, jax.Array]):
+    rng = jax.random.fold_in(state.key(), state.step)
+    step_info = base.StepInfo(step=state.step, epoch=state.step // steps_per_epoch + 1)
+    trainable = student_trainable(state.params)
+    if trains_teacher:
+      trainable["teachers"] = state.params["teachers"]
+
+    def loss_fn(trainable_params):
+      params = dict(state.params, **trainable_params)
+      return method.loss(nets, params, state.batch_stats, batch, rng, step_info)
+
+    (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    updates, student_opt_state = student_tx.update(
+        student_trainable(grads), state.student_opt_state, student_trainable(state.params))
+    params = dict(state.params, **optax.apply_updates(student_trainable(state.params), updates))
+    teacher_opt_state = state.teacher_opt_state
+    if trains_teacher:
+      teacher_updates, teacher_opt_state = teacher_tx.update(
+          grads["teachers"], state.teacher_opt_state, state.params["teachers"])
+      params["teachers"] = optax.apply_updates(state.params["teachers"], teacher_updates)
+    else:
+      batch_stats = dict(batch_stats, teachers=state.batch_stats["teachers"])
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              student_opt_state=student_opt_state,
+                              teacher_opt_state=teacher_opt_state)
+    finite = jnp.isfinite(loss)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = dict(metrics, loss=jnp.where(finite, loss, jnp.nan),
+                   learning_rate=learning_rate(state.step))
+    return new_state, metrics
+
+  replicated = replicated_sharding(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, batch_sharding(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],
+                   mesh: Mesh) -> Callable[[PyTree, PyTree, Mapping[str, jax.Array]],
+                                           dict[str, jax.Array]]:
+  """Returns the jitted `eval_step(params, batch_stats, batch) -> sums` for masked batches.
+
+  Sums (not means) of correct predictions, cross entropy and real examples, so that
+  padded examples of the last batch count for nothing.
+  """
+
+  def eval_step(params, batch_stats, batch):
+    logits = predict(params, batch_stats, batch["image"])
+    mask = batch["mask"].astype(jnp.float32)
+    correct = (jnp.argmax(logits, axis=-1) == batch["label"]).astype(jnp.float32)
+    ce = losses.cross_entropy(logits, batch["label"])
+    return {"correct": jnp.sum(correct * mask), "ce_sum": jnp.sum(ce * mask),
+            "count": jnp.sum(mask)}
+
+  replicated = replicated_sharding(mesh)
+  return jax.jit(eval_step, in_shardings=(replicated, replicated, batch_sharding(mesh)),
+                 out_shardings=replicated)
+
+
+def evaluate(eval_step: Callable, params: PyTree, batch_stats: PyTree,
+             batches) -> dict[str, float]:
+  """Accuracy and cross entropy over every batch of `batches` (each example once)."""
+  totals = None
+  for batch in batches:
+    sums = eval_step(params, batch_stats, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  return {"accuracy": float(totals["correct"]) / count, "loss": float(totals["ce_sum"]) / count,
+          "count": count}
