@@ -6,6 +6,7 @@ step updates it and one orbax checkpoint saves it:
 - `student_opt_state`: the student optimizer's state over `{'student', 'extra'}`;
 - `teacher_opt_state`: the teacher optimizer's state over `teachers`
   (`optax.set_to_zero()` for a frozen teacher: it holds nothing);
+- `method_state`: whatever the method keeps across steps (`Method.init_state`);
 - `step` and `rng` (raw key data, so that checkpoints hold plain arrays).
 """
 
@@ -24,6 +25,7 @@ class DistillState:
   batch_stats: PyTree
   student_opt_state: PyTree
   teacher_opt_state: PyTree
+  method_state: PyTree
   rng: jax.Array
 
   def key(self) -> jax.Array:

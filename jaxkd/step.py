@@ -46,6 +46,7 @@ def make_train_step(method: base.Method, nets: base.Networks,
   teachers only when the method trains them (a frozen teacher's parameters are passed
   through untouched, so they stay bit-identical). A step whose loss is not finite
   leaves the state unchanged and reports `loss` as NaN; the trainer stops on it.
+  `method.post_update` runs after the main update, inside the same compiled step.
   """
   trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE
 
@@ -74,6 +75,8 @@ def make_train_step(method: base.Method, nets: base.Networks,
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               student_opt_state=student_opt_state,
                               teacher_opt_state=teacher_opt_state)
+    new_state, post_metrics = method.post_update(nets, new_state, batch, rng, step_info)
+    metrics = dict(metrics, **post_metrics)
     finite = jnp.isfinite(loss)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = dict(metrics, loss=jnp.where(finite, loss, jnp.nan),

@@ -118,6 +118,7 @@ def build_run(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_p
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
       student_opt_state=student_tx.init(student_trainable(params)),
       teacher_opt_state=teacher_tx.init(params["teachers"]),
+      method_state=method.init_state(params, batch_stats),
       rng=jax.random.key_data(state_key))
   state = jax.device_put(state, step_lib.replicated_sharding(mesh))
 

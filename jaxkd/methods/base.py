@@ -5,7 +5,9 @@ A method is one small class that declares, as pure functions and data:
 - `teacher_mode`: whether it uses no teacher, a frozen one, or trains the teacher;
 - `init_extra(...)`: extra trainable modules (projectors, simplifiers), if any;
 - `loss(...)`: the scalar loss and namespaced metrics (`loss/ce`, `loss/kd`, ...);
-- `predict(...)`: the logits that evaluation scores (the student's own by default).
+- `predict(...)`: the logits that evaluation scores (the student's own by default);
+- optionally `init_state(...)` / `post_update(...)`: state of its own and a second update
+  within the same jit-compiled step (ATSC updates the teacher head after the main update).
 
 Parameters and batch statistics are dicts with three groups:
 `{'student': ..., 'teachers': (t0, t1, ...), 'extra': ...}`. The trainer updates
@@ -132,6 +134,18 @@ class Method(abc.ABC):
            batch: Mapping[str, jax.Array], rng: jax.Array,
            step_info: StepInfo) -> tuple[jax.Array, tuple[PyTree, Metrics]]:
     """Returns (loss, (new batch_stats, metrics)); `params` is what gradients are taken of."""
+
+  def init_state(self, params: Mapping[str, PyTree],
+                 batch_stats: Mapping[str, PyTree]) -> PyTree:
+    """State the method keeps across steps besides parameters (e.g. an anchor, an optimizer)."""
+    del params, batch_stats
+    return {}
+
+  def post_update(self, nets: Networks, state, batch: Mapping[str, jax.Array], rng: jax.Array,
+                  step_info: StepInfo) -> tuple[Any, Metrics]:
+    """A second update inside the same step, after the main one (ATSC's head update)."""
+    del nets, batch, rng, step_info
+    return state, {}
 
   def export_variables(self, state) -> PyTree:
     """What a finished run exports as its model: the student's variables."""
