@@ -6,13 +6,30 @@ import platform
 from typing import Any, Mapping
 
 import jax
-from clu import metric_writers
+from absl import logging
 
 SUMMARY_FILE = "summary.json"
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard event files in `workdir` and the log, on process 0; the log only elsewhere."""
+class LogOnlyWriter:
+  """The metric-writer interface, logging scalars only (for machines without TensorFlow)."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.6g}" for k, v in scalars.items()))
+
+  def flush(self) -> None:
+    pass
+
+
+def create_writer(workdir: str):
+  """clu writers: TensorBoard event files in `workdir` and the log on process 0, the log only
+  elsewhere. clu's writers import TensorFlow; without it, metrics go to the log alone."""
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    logging.warning("clu.metric_writers needs TensorFlow, which is missing: metrics go to the "
+                    "log only.")
+    return LogOnlyWriter()
   return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
 
 

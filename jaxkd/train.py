@@ -82,7 +82,7 @@ def _output_shapes(module, params, batch_stats, image_shape):
       params, batch_stats)
 
 
-def build_run(config: ml_collections.ConfigDict, info: data.DatasetInfo, steps_per_epoch: int,
+def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps_per_epoch: int,
               mesh) -> tuple[_Run, tuple[dict, ...]]:
   """Models, initial state (teachers loaded) and the jit-compiled steps of a run."""
   method = methods.create_method(config)

@@ -89,6 +89,7 @@ class Method(abc.ABC):
 
   name: str = ""
   teacher_mode: TeacherMode = TeacherMode.NONE
+  multi_teacher: bool = False  # True if the method accepts several teachers.
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -117,11 +118,15 @@ class Method(abc.ABC):
 
   def validate(self) -> None:
     """Raises ValueError, saying what to fix, when the method's settings are unusable."""
-    want_teacher = self.teacher_mode is not TeacherMode.NONE
-    has_teacher = bool(self.config.teacher_model)
-    if want_teacher and not has_teacher:
+    if self.teacher_mode is TeacherMode.NONE:
+      return
+    num_teachers = len([n for n in self.config.teacher_model.split(",") if n.strip()])
+    if num_teachers == 0:
       raise ValueError(f"method '{self.name}' needs a teacher: set --config.teacher_model "
                        "and --config.teacher_checkpoint")
+    if num_teachers > 1 and not self.multi_teacher:
+      raise ValueError(f"method '{self.name}' takes one teacher, got {num_teachers} in "
+                       f"config.teacher_model='{self.config.teacher_model}'")
 
   def init_extra(self, rng: jax.Array, nets: Networks,
                  shapes: ShapeInfo) -> tuple[nn.Module | None, PyTree, PyTree]:
