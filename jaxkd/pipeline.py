@@ -2,7 +2,8 @@
 
 A pipeline config (`config_schema.pipeline_config`) lists its stages in `stage_order`.
 Each stage is an ordinary run in `WORKDIR/<stage>`, resumable on its own; a stage whose
-`summary.json` says it finished is skipped when the pipeline is run again. A stage
+`summary.json` shows it reached its last step (or `max_steps`) is skipped when the
+pipeline is run again. A stage
 names an earlier stage's model as its teacher with `teacher_checkpoint='@<stage>'`
 (several, comma-separated, for several teachers).
 """
@@ -49,6 +50,12 @@ def stages_to_run(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(name for name in order if name not in replaced)
 
 
+def reached_stop(summary: dict[str, Any], max_steps: int) -> bool:
+  """Whether a run with this summary went as far as a run with `max_steps` would go."""
+  stop = min(summary["total_steps"], max_steps) if max_steps > 0 else summary["total_steps"]
+  return summary["steps"] >= stop
+
+
 def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> dict[str, Any]:
   """Runs every stage not yet finished, in order; returns (and writes) the pipeline summary.
 
@@ -59,7 +66,7 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
   for name in stages_to_run(config):
     stage_dir = os.path.join(workdir, name)
     previous = reporting.read_summary(stage_dir)
-    if previous and previous.get("finished"):
+    if previous and reached_stop(previous, config.stages[name].max_steps):
       logging.info("Stage '%s' already finished in %s: skipped.", name, stage_dir)
       summaries[name] = previous
       continue

@@ -1,0 +1,109 @@
+"""Every config loads and validates; bad settings fail with a one-line fix."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from jaxkd import config_schema, config_validation, pipeline, recipes
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
+CONTRACT = ("dataset", "data_dir", "batch_size", "num_epochs", "max_steps", "seed",
+            "teacher_checkpoint")
+
+
+def load_config(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def runs_of(config):
+  if not config_schema.is_pipeline(config):
+    return [config]
+  return [pipeline.resolve_stage(config.stages[name], "/w", "") for name in config.stage_order]
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_config_file_validates_and_has_the_contract_fields(path):
+  config = load_config(path)
+  for field in CONTRACT:
+    assert field in config, f"{path} lacks {field}"
+  for run in runs_of(config):
+    config_validation.validate(run)
+  with open(path) as f:
+    assert "python -m jaxkd.main --config=configs/" in f.read(), "docstring holds its command"
+
+
+def test_pipeline_overrides_reach_every_stage():
+  config = load_config(os.path.join(CONFIG_DIR, "quickstart.py"))
+  config.dataset, config.seed, config.max_steps = "cifar10_jpeg", 7, 3
+  for run in runs_of(config):
+    assert (run.dataset, run.seed, run.max_steps) == ("cifar10_jpeg", 7, 3)
+
+
+def test_pipeline_stage_references_resolve_to_stage_workdirs():
+  config = load_config(os.path.join(CONFIG_DIR, "quickstart.py"))
+  student = pipeline.resolve_stage(config.stages.student, "/w", "")
+  assert student.teacher_checkpoint == os.path.join("/w", "teacher")
+  assert pipeline.stages_to_run(config) == ("teacher", "student")
+  config.teacher_checkpoint = "/trained/teacher"
+  assert pipeline.stages_to_run(config) == ("student",)
+  assert pipeline.resolve_stage(config.stages.student, "/w", "/trained/teacher"
+                                ).teacher_checkpoint == "/trained/teacher"
+
+
+def digits_config(**changes):
+  config = recipes.cifar_run("ce", "cnn_small", "digits")
+  config.update(changes)
+  return config
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "kdd"}, "unknown method 'kdd'; valid methods: .*kd"),
+    ({"student_model": "resnet9"}, "unknown model 'resnet9'; valid models: .*resnet8"),
+    ({"dataset": "mnistt"}, "unknown .*'mnistt'.*digits"),
+    ({"batch_size": 12}, "batch_size=12 must be a positive multiple of the 8 devices"),
+    ({"input_path": "disk"}, "unknown input_path 'disk'"),
+    ({"num_epochs": 0}, "num_epochs must be positive"),
+])
+def test_bad_settings_are_named(changes, message):
+  with pytest.raises(ValueError, match=message):
+    config_validation.validate(digits_config(**changes))
+
+
+def test_wrong_type_is_named():
+  config = digits_config()
+  with config.ignore_type():
+    config.batch_size = "64"
+  with pytest.raises(ValueError, match=r"config.batch_size must be a int, got '64'"):
+    config_validation.validate(config)
+
+
+def test_method_settings_are_checked():
+  config = recipes.cifar_run("kd", "cnn_small", "digits")
+  config.teacher_model, config.teacher_checkpoint = "cnn_large", "/t"
+  config.kd.temprature = 2.0
+  with pytest.raises(ValueError, match="config.kd.temprature is not a setting of method 'kd'"):
+    config_validation.validate(config)
+  del config.kd["temprature"]
+  with config.kd.ignore_type():
+    config.kd.temperature = "hot"
+  with pytest.raises(ValueError, match="config.kd.temperature must be a float"):
+    config_validation.validate(config)
+
+
+def test_teacher_methods_need_a_teacher():
+  config = recipes.cifar_run("kd", "cnn_small", "digits")
+  with pytest.raises(ValueError, match="method 'kd' needs a teacher"):
+    config_validation.validate(config)
+  config.teacher_model, config.teacher_checkpoint = "cnn_large,cnn_small", "/t"
+  with pytest.raises(ValueError, match="method 'kd' takes one teacher, got 2"):
+    config_validation.validate(config)
+  config.teacher_model = "cnn_large"
+  config.teacher_checkpoint = "/t,/u"
+  with pytest.raises(ValueError, match="1 teacher model.* but 2 teacher checkpoint"):
+    config_validation.validate(config)

@@ -1,0 +1,120 @@
+"""The sharded train step: 8 devices equal 1 device; a frozen teacher never changes."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkd import checkpoint, models, recipes, train
+from jaxkd import step as step_lib
+
+INFO = types.SimpleNamespace(num_classes=10, image_shape=(8, 8, 1))
+
+
+def export_random_teacher(workdir, model_name="cnn_large", num_classes=10, seed=1):
+  module = models.create_model(model_name, num_classes)
+  variables = module.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)), train=False)
+  checkpoint.export_model(str(workdir), {"params": variables["params"],
+                                         "batch_stats": variables["batch_stats"]},
+                          {"model": model_name, "num_classes": num_classes})
+  return str(workdir)
+
+
+def kd_config(teacher_dir, method="kd"):
+  config = recipes.cifar_run(method, "cnn_small", "digits")
+  config.teacher_model = "cnn_large"
+  config.teacher_checkpoint = teacher_dir
+  config.batch_size = 16
+  return config
+
+
+def batches(num, batch_size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{"image": rng.normal(size=(batch_size, 8, 8, 1)).astype(np.float32),
+           "label": rng.integers(0, 10, size=batch_size).astype(np.int32)} for _ in range(num)]
+
+
+def run_steps(config, devices, data):
+  mesh = step_lib.create_mesh(devices)
+  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  state = run.state
+  for batch in data:
+    state, metrics = run.train_step(state, jax.device_put(batch, step_lib.batch_sharding(mesh)))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("method", ["ce", "kd", "dkd"])
+def test_eight_devices_equal_one_device(tmp_path, method):
+  assert jax.device_count() == 8
+  config = kd_config(export_random_teacher(tmp_path / "teacher"), method)
+  data = batches(3)
+  state8, metrics8 = run_steps(config, jax.devices(), data)
+  state1, metrics1 = run_steps(config, jax.devices()[:1], data)
+  for a, b in zip(jax.tree.leaves(state8.params), jax.tree.leaves(state1.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(state8.batch_stats), jax.tree.leaves(state1.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(metrics8["loss"], metrics1["loss"], rtol=1e-5)
+  assert int(state8.step) == 3
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd"])
+def test_frozen_teacher_is_bit_identical_and_student_moves(tmp_path, method):
+  config = kd_config(export_random_teacher(tmp_path / "teacher"), method)
+  mesh = step_lib.create_mesh()
+  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  before = jax.device_get(run.state)
+  state = run.state
+  for batch in batches(3):
+    state, _ = run.train_step(state, jax.device_put(batch, step_lib.batch_sharding(mesh)))
+  after = jax.device_get(state)
+  for key in ("params", "batch_stats"):
+    teacher_before = jax.tree.leaves(getattr(before, key)["teachers"])
+    teacher_after = jax.tree.leaves(getattr(after, key)["teachers"])
+    assert teacher_before and all(np.array_equal(a, b) for a, b in zip(teacher_before, teacher_after))
+  moved = [not np.array_equal(a, b) for a, b in
+           zip(jax.tree.leaves(before.params["student"]), jax.tree.leaves(after.params["student"]))]
+  assert all(moved)
+  assert after.teacher_opt_state == before.teacher_opt_state
+
+
+def test_learning_rate_and_loss_metrics(tmp_path):
+  config = kd_config(export_random_teacher(tmp_path / "teacher"))
+  _, metrics = run_steps(config, jax.devices(), batches(1))
+  assert metrics["learning_rate"] == pytest.approx(0.05)
+  expected = 0.1 * metrics["loss/ce"] + 0.9 * metrics["loss/kd"]
+  assert metrics["loss"] == pytest.approx(expected, rel=1e-6)
+  assert 0.0 <= metrics["teacher/train_accuracy"] <= 1.0
+
+
+def test_non_finite_loss_leaves_state_unchanged(tmp_path):
+  config = kd_config(export_random_teacher(tmp_path / "teacher"))
+  mesh = step_lib.create_mesh()
+  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  before = jax.device_get(run.state)
+  bad = batches(1)[0]
+  bad["image"][0, 0, 0, 0] = np.nan
+  state, metrics = run.train_step(run.state, jax.device_put(bad, step_lib.batch_sharding(mesh)))
+  assert np.isnan(metrics["loss"])
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_teacher_checkpoint_of_another_architecture_is_refused(tmp_path):
+  config = kd_config(export_random_teacher(tmp_path / "teacher", model_name="cnn_small"))
+  with pytest.raises(ValueError, match="holds a 'cnn_small' model, but the config names 'cnn_large'"):
+    train.build_run(config, INFO, steps_per_epoch=10, mesh=step_lib.create_mesh())
+
+
+def test_teacher_checkpoint_with_other_classes_is_refused(tmp_path):
+  config = kd_config(export_random_teacher(tmp_path / "teacher", num_classes=7))
+  with pytest.raises(ValueError, match=r"does not match model 'cnn_large'.*classifier.*shape"):
+    train.build_run(config, INFO, steps_per_epoch=10, mesh=step_lib.create_mesh())
+
+
+def test_missing_teacher_checkpoint_says_how_to_make_one(tmp_path):
+  config = kd_config(str(tmp_path / "nowhere"))
+  with pytest.raises(FileNotFoundError, match="method=ce"):
+    train.build_run(config, INFO, steps_per_epoch=10, mesh=step_lib.create_mesh())
