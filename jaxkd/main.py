@@ -29,10 +29,25 @@ def main(argv: list[str]) -> None:
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from jaxkd import train  # After distributed start-up, which must precede any JAX computation.
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as error:
     logging.error("%s", error)
     sys.exit(f"jaxkd: {error}")
+  print(results_table(summary))
+
+
+def results_table(summary: dict) -> str:
+  """One line per run (per stage of a pipeline): what was trained and how well."""
+  runs = summary.get("stages", {"run": summary})
+  lines = [f"{'stage':10s} {'method':18s} {'model':12s} {'final acc':>9s} {'best acc':>9s} "
+           f"{'steps':>7s} {'wall s':>7s}"]
+  for name, run in runs.items():
+    final, best = run["final_eval_accuracy"], run["best_eval_accuracy"]
+    lines.append(f"{name:10s} {run['method']:18s} {run.get('student_model', ''):12s} "
+                 f"{final if final is None else f'{final:.4f}':>9} "
+                 f"{best if best is None else f'{best:.4f}':>9} {run['steps']:7d} "
+                 f"{run['wall_time_s']:7.1f}")
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":
