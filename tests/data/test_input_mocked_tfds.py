@@ -13,30 +13,8 @@ import tensorflow_datasets as tfds
 import jaxkd.data
 from jaxkd.data import tf_augment
 from tests.data.input_test_config import data_mesh, make_config
+from tests.mocked_tfds import NUM_EXAMPLES, mocked_dir  # pylint: disable=unused-import
 
-NUM_EXAMPLES = 48
-
-
-def write_metadata(data_dir, name: str, splits: tuple[str, str]) -> None:
-  builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
-  template = tfds.core.ShardedFileTemplate(data_dir=builder.data_path, dataset_name=name,
-                                           filetype_suffix="tfrecord")
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=split, shard_lengths=[NUM_EXAMPLES], num_bytes=0,
-                          filename_template=template.replace(split=split))
-      for split in splits]))
-  builder.info.set_file_format("tfrecord")
-  builder.data_path.mkdir(parents=True)
-  builder.info.write_to_directory(builder.data_path)
-
-
-@pytest.fixture(scope="module")
-def mocked_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  write_metadata(data_dir, "cifar100", ("train", "test"))
-  write_metadata(data_dir, "imagenet2012", ("train", "validation"))
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES, data_dir=data_dir):
-    yield data_dir
 
 
 def assert_sharded_over_devices(array):
