@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -26,18 +27,24 @@ def _abstract(tree: PyTree) -> PyTree:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def _manager_options(keep: int, name: str) -> ocp.CheckpointManagerOptions:
+  """Options of one manager; `name` keeps its multi-process barriers apart from the other's,
+  which saves the same step at the same time."""
+  return ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+
+
 class CheckpointStore:
   """The last `keep` train states plus the best one, each with a small JSON of progress."""
 
   def __init__(self, workdir: str, keep: int):
     self._last = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_names=("state", "progress"))
+        options=_manager_options(keep, "last"), item_names=("state", "progress"))
     self._best = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "best"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
-        item_names=("state", "progress"))
+        options=_manager_options(1, "best"), item_names=("state", "progress"))
 
   def latest_step(self) -> int | None:
     return self._last.latest_step()
@@ -73,6 +80,8 @@ def export_model(workdir: str, variables: PyTree, description: dict) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(export_dir, "model.json"), "w") as f:
       json.dump(description, f, indent=2)
+  if jax.process_count() > 1:  # No process may look for model.json before it is written.
+    multihost_utils.sync_global_devices("jaxkd_export_model")
 
 
 def _export_dir(path: str) -> str:
