@@ -1,0 +1,119 @@
+"""The benchmark harness: it times the real step without recompiling, and its PyTorch
+reference has jaxkd's architectures (parameter counts) and losses (values)."""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import common
+from benchmarks import step as step_benchmark
+from jaxkd import losses, models
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+REFERENCE_MODELS = ("resnet8x4", "resnet32x4", "resnet56", "resnet20", "wrn_40_2", "wrn_16_2")
+
+
+def test_step_harness_times_ce_on_resnet8_without_recompiling(tmp_path, capsys):
+  results_path = tmp_path / "RESULTS.md"
+  argv = ["--method", "ce", "--student", "resnet8", "--batch", "8", "--rounds", "1",
+          "--steps", "1", "--write-results", "--results-path", str(results_path)]
+  if HAS_TORCH:
+    argv += ["--compare", "torch", "--threads", "1"]
+  (result,) = step_benchmark.run_from_args(step_benchmark.parse_args(argv), argv)
+  assert result.error is None
+  assert result.jax_images_per_s > 0
+  assert result.recompilations == 0
+  assert result.compile_seconds > 0
+  assert np.isfinite(result.final_loss)
+  if HAS_TORCH:
+    assert result.torch_images_per_s > 0
+    assert result.ratio == pytest.approx(result.jax_images_per_s / result.torch_images_per_s)
+  text = results_path.read_text()
+  assert text.startswith(common.RESULTS_TITLE)
+  assert "| ce | resnet8 | 8 | fp32 |" in text
+  assert "python -m benchmarks.step --method ce --student resnet8" in text
+  assert "| ce | resnet8 | 8 | fp32 |" in capsys.readouterr().out
+
+
+def test_distillation_step_loads_exported_random_teacher_and_compiles_once():
+  case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits")
+  (result,) = step_benchmark.run_cases([case], common.Repetitions(1, 2, 1), log=lambda _: None)
+  assert result.error is None
+  assert result.recompilations == 0
+  assert result.jax_images_per_s > 0
+  assert result.torch_images_per_s is None  # No PyTorch reference was asked for.
+
+
+def test_compile_counter_counts_each_new_shape_once():
+  double = jax.jit(lambda x: 2 * x)
+  three, four = np.ones(3, np.float32), np.ones(4, np.float32)
+  with common.CompileCounter() as first:
+    double(three)
+  with common.CompileCounter() as same_shape:
+    double(three)
+  with common.CompileCounter() as new_shape:
+    double(four)
+  assert (first.compilations, same_shape.compilations, new_shape.compilations) == (1, 0, 1)
+  assert first.seconds > 0 and same_shape.seconds == 0
+
+
+def test_results_section_is_replaced_and_other_sections_kept(tmp_path):
+  path = str(tmp_path / "RESULTS.md")
+  common.write_results_section("a", ["first a"], path)
+  common.write_results_section("b", ["only b"], path)
+  common.write_results_section("a", ["second a"], path)
+  text = open(path).read()
+  assert "second a" in text and "only b" in text and "first a" not in text
+  assert text.index("second a") < text.index("only b")
+  assert text.count("<!-- begin a -->") == 1
+
+
+def test_method_and_pair_selection():
+  names = step_benchmark.method_names("all")
+  assert names[:3] == ["ce", "kd", "dkd"] and len(set(names)) == len(names)
+  assert step_benchmark.pairs("all", "x", "y") == list(step_benchmark.PAIRS)
+  assert step_benchmark.pairs(None, "resnet56", "resnet20") == [("resnet56", "resnet20")]
+  assert step_benchmark.pairs("a:b,c:d", "x", "y") == [("a", "b"), ("c", "d")]
+  with pytest.raises(ValueError, match="unknown method"):
+    step_benchmark.method_names("ce,not_a_method")
+
+
+def _jax_parameter_count(name: str) -> int:
+  module = models.create_model(name, 100)
+  variables = jax.eval_shape(
+      lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is a benchmark-only dependency")
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_torch_reference_has_jaxkd_parameter_count(name):
+  from benchmarks import torch_reference
+  assert torch_reference.parameter_count(torch_reference.create_model(name, 100)) == (
+      _jax_parameter_count(name))
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is a benchmark-only dependency")
+def test_torch_reference_losses_equal_jaxkd_losses():
+  import torch
+  from benchmarks import torch_reference
+  rng = np.random.default_rng(0)
+  student = rng.normal(0, 3, (16, 10)).astype(np.float32)
+  teacher = rng.normal(0, 3, (16, 10)).astype(np.float32)
+  labels = rng.integers(0, 10, 16)
+  t_student, t_teacher, t_labels = map(torch.from_numpy, (student, teacher, labels))
+  kd = torch_reference.kd_loss(t_student, t_teacher, 4.0)
+  np.testing.assert_allclose(kd.item(), float(jnp.mean(losses.softened_kl(teacher, student, 4.0))),
+                             rtol=1e-5)
+  tckd, nckd = torch_reference.dkd_terms(t_student, t_teacher, t_labels, 4.0)
+  expected_tckd, expected_nckd = losses.decoupled_kl(teacher, student, labels, 4.0)
+  np.testing.assert_allclose(tckd.item(), float(jnp.mean(expected_tckd)), rtol=1e-5)
+  np.testing.assert_allclose(nckd.item(), float(jnp.mean(expected_nckd)), rtol=1e-5)
+  hparams = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "ce_weight": 1.0, "warmup_epochs": 20}
+  total = torch_reference.method_loss("dkd", hparams, t_student, t_teacher, t_labels, epoch=5)
+  ce = float(jnp.mean(losses.cross_entropy(student, labels)))
+  expected = ce + 5 / 20 * (float(jnp.mean(expected_tckd)) + 8 * float(jnp.mean(expected_nckd)))
+  np.testing.assert_allclose(total.item(), expected, rtol=1e-5)
