@@ -69,26 +69,34 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def pipeline_config(stages: dict[str, ml_collections.ConfigDict]) -> ml_collections.ConfigDict:
+def pipeline_config(stages: dict[str, ml_collections.ConfigDict],
+                    own_fields: dict[str, tuple[str, ...]] | None = None
+                    ) -> ml_collections.ConfigDict:
   """Several runs in order, each in `WORKDIR/<stage name>`, linked by `teacher_checkpoint='@stage'`.
 
-  The shared fields (dataset, batch size, epochs, seed, ...) are set once at the top
-  level and referenced by every stage, so `--config.dataset=X` changes all stages.
-  A stage may keep its own value of a shared field by setting it *after* this call
-  (e.g. `config.stages.teacher.num_epochs = 30`), which breaks the link for that stage.
-  A non-empty top-level `teacher_checkpoint` replaces every '@stage' reference, and the
-  stages it replaces are not run.
+  The shared fields (dataset, batch size, epochs, seed, ...) hold one value for the whole
+  pipeline: each stage's field is a reference to the top-level one, so
+  `--config.num_epochs=3` (or setting any stage's copy) changes every stage. A stage keeps
+  its own value of a shared field only when the config file lists it in `own_fields`
+  (e.g. `{'teacher': ('batch_size',)}`); the field is then that stage's alone.
+  A non-empty top-level `teacher_checkpoint` replaces the '@stage' references (one
+  entry per reference, comma-separated), and the stages it replaces are not run.
   """
-  first = next(iter(stages.values()))
+  own_fields = own_fields or {}
+  unknown = set(own_fields) - set(stages)
+  if unknown:
+    raise ValueError(f"own_fields names unknown stage(s) {sorted(unknown)}")
   config = ml_collections.ConfigDict()
-  for field in SHARED_FIELDS:
-    config[field] = first[field]
+  for field in SHARED_FIELDS:  # The value of the last stage that shares the field.
+    sharing = [stage for name, stage in stages.items() if field not in own_fields.get(name, ())]
+    config[field] = (sharing or list(stages.values()))[-1][field]
   config.teacher_checkpoint = ""
   config.stage_order = tuple(stages)
   config.stages = ml_collections.ConfigDict()
   for name, stage in stages.items():
     for field in SHARED_FIELDS:
-      stage[field] = config.get_ref(field)
+      if field not in own_fields.get(name, ()):
+        stage[field] = config.get_ref(field)
     config.stages[name] = stage
   return config
 
@@ -97,12 +105,14 @@ def is_pipeline(config: ml_collections.ConfigDict) -> bool:
   return "stage_order" in config
 
 
-def teacher_then_student(teacher: ml_collections.ConfigDict,
-                         student: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def teacher_then_student(teacher: ml_collections.ConfigDict, student: ml_collections.ConfigDict,
+                         teacher_own_fields: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
   """A two-stage pipeline: train `teacher` with CE, then distill `student` from it.
 
   `--config.teacher_checkpoint=DIR` skips the teacher stage and distills from DIR.
+  `teacher_own_fields` are shared fields the teacher stage keeps for itself.
   """
   student.teacher_model = teacher.student_model
   student.teacher_checkpoint = "@teacher"
-  return pipeline_config({"teacher": teacher, "student": student})
+  return pipeline_config({"teacher": teacher, "student": student},
+                         own_fields={"teacher": teacher_own_fields})

@@ -27,13 +27,23 @@ def stage_references(stage: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def resolve_stage(stage: ml_collections.ConfigDict, workdir: str,
                   teacher_override: str) -> ml_collections.ConfigDict:
-  """A copy of `stage` whose '@name' teacher references point at stage workdirs."""
+  """A copy of `stage` whose '@name' teacher references point at stage workdirs.
+
+  A non-empty `teacher_override` (the pipeline's `teacher_checkpoint`) replaces the
+  references instead, one comma-separated entry per reference, in order.
+  """
   resolved = stage.copy_and_resolve_references()
-  if stage_references(stage):
-    paths = [teacher_override if (p.startswith("@") and teacher_override) else
-             (os.path.join(workdir, p[1:]) if p.startswith("@") else p)
-             for p in split_names(stage.teacher_checkpoint)]
-    resolved.teacher_checkpoint = ",".join(paths)
+  references = [p for p in split_names(stage.teacher_checkpoint) if p.startswith("@")]
+  if not references:
+    return resolved
+  overrides = iter(split_names(teacher_override))
+  if teacher_override and len(split_names(teacher_override)) != len(references):
+    raise ValueError(f"--config.teacher_checkpoint gives {len(split_names(teacher_override))} "
+                     f"checkpoint(s) for the {len(references)} teacher stage(s) "
+                     f"{', '.join(references)}: give one per teacher, comma-separated")
+  paths = [(next(overrides) if teacher_override else os.path.join(workdir, p[1:]))
+           if p.startswith("@") else p for p in split_names(stage.teacher_checkpoint)]
+  resolved.teacher_checkpoint = ",".join(paths)
   return resolved
 
 

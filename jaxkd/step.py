@@ -52,7 +52,8 @@ def make_train_step(method: base.Method, nets: base.Networks,
 
   def train_step(state: DistillState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(state.key(), state.step)
-    step_info = base.StepInfo(step=state.step, epoch=state.step // steps_per_epoch + 1)
+    step_info = base.StepInfo(step=state.step, epoch=state.step // steps_per_epoch + 1,
+                              steps_per_epoch=steps_per_epoch, method_state=state.method_state)
     trainable = student_trainable(state.params)
     if trains_teacher:
       trainable["teachers"] = state.params["teachers"]

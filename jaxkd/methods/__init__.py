@@ -3,13 +3,15 @@
 import ml_collections
 
 from jaxkd.methods import base
+from jaxkd.methods.atsc import ATSC
 from jaxkd.methods.ce import CrossEntropy
 from jaxkd.methods.dkd import DecoupledKD
 from jaxkd.methods.kd import KnowledgeDistillation
+from jaxkd.methods.simkd import SimKD
 from jaxkd.registry import Registry
 
 METHODS: Registry[type[base.Method]] = Registry("method")
-for _method in (CrossEntropy, KnowledgeDistillation, DecoupledKD):
+for _method in (CrossEntropy, KnowledgeDistillation, DecoupledKD, SimKD, ATSC):
   METHODS.register(_method.name)(_method)
 
 

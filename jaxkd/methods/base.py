@@ -52,9 +52,15 @@ class ShapeInfo:
 
 @dataclasses.dataclass(frozen=True)
 class StepInfo:
-  """Where training is: the global step and the 1-based epoch (as mdistiller counts it)."""
+  """Where training is: the global step and the 1-based epoch (as mdistiller counts it).
+
+  Also what a loss may need besides parameters: the epoch length (for schedules a method
+  runs itself) and the method's own state (`Method.init_state`, read-only in `loss`).
+  """
   step: jax.Array
   epoch: jax.Array
+  steps_per_epoch: int = 1
+  method_state: PyTree = None
 
 
 def apply_model(module: nn.Module, params: PyTree, batch_stats: PyTree, images: jax.Array,

@@ -107,3 +107,26 @@ def test_teacher_methods_need_a_teacher():
   config.teacher_checkpoint = "/t,/u"
   with pytest.raises(ValueError, match="1 teacher model.* but 2 teacher checkpoint"):
     config_validation.validate(config)
+
+
+def test_own_fields_keep_a_stage_value_and_the_rest_stay_shared():
+  teacher = recipes.cifar_run("ce", "cnn_large", "digits")
+  teacher.num_epochs = 7
+  student = recipes.cifar_run("kd", "cnn_small", "digits")
+  student.num_epochs = 3
+  config = config_schema.teacher_then_student(teacher, student, teacher_own_fields=("num_epochs",))
+  assert config.num_epochs == 3
+  config.num_epochs, config.seed = 5, 9
+  teacher_run, student_run = runs_of(config)
+  assert (teacher_run.num_epochs, student_run.num_epochs) == (7, 5)
+  assert teacher_run.seed == student_run.seed == 9
+
+
+def test_teacher_override_maps_one_checkpoint_per_teacher_stage():
+  config = load_config(os.path.join(CONFIG_DIR, "atsc_multi_cifar100.py"))
+  stage = config.stages[config.stage_order[-1]]
+  resolved = pipeline.resolve_stage(stage, "/w", "/a,/b")
+  assert resolved.teacher_checkpoint == "/a,/b"
+  assert pipeline.resolve_stage(stage, "/w", "").teacher_checkpoint == "/w/t0,/w/t1"
+  with pytest.raises(ValueError, match="gives 1 checkpoint.*for the 2 teacher stage"):
+    pipeline.resolve_stage(stage, "/w", "/a")
