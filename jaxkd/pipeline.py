@@ -25,30 +25,40 @@ def stage_references(stage: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(p[1:] for p in split_names(stage.teacher_checkpoint) if p.startswith("@"))
 
 
-def resolve_stage(stage: ml_collections.ConfigDict, workdir: str,
-                  teacher_override: str) -> ml_collections.ConfigDict:
-  """A copy of `stage` whose '@name' teacher references point at stage workdirs.
+def root_stages(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The stages that need no earlier stage: the ones a given teacher checkpoint replaces."""
+  return tuple(n for n in config.stage_order if not stage_references(config.stages[n]))
 
-  A non-empty `teacher_override` (the pipeline's `teacher_checkpoint`) replaces the
-  references instead, one comma-separated entry per reference, in order.
+
+def resolve_stage(config: ml_collections.ConfigDict, name: str,
+                  workdir: str) -> ml_collections.ConfigDict:
+  """Stage `name` of a pipeline, its '@stage' teacher references made into paths.
+
+  A reference points at `workdir/<stage>`. When the pipeline's `teacher_checkpoint` is
+  set, its comma-separated entries replace, in order, the references to root stages
+  (those that train from scratch: the teachers); references to later stages stay.
   """
+  stage = config.stages[name]
   resolved = stage.copy_and_resolve_references()
-  references = [p for p in split_names(stage.teacher_checkpoint) if p.startswith("@")]
-  if not references:
+  entries = split_names(stage.teacher_checkpoint)
+  if not any(p.startswith("@") for p in entries):
     return resolved
-  overrides = iter(split_names(teacher_override))
-  if teacher_override and len(split_names(teacher_override)) != len(references):
-    raise ValueError(f"--config.teacher_checkpoint gives {len(split_names(teacher_override))} "
-                     f"checkpoint(s) for the {len(references)} teacher stage(s) "
-                     f"{', '.join(references)}: give one per teacher, comma-separated")
-  paths = [(next(overrides) if teacher_override else os.path.join(workdir, p[1:]))
-           if p.startswith("@") else p for p in split_names(stage.teacher_checkpoint)]
-  resolved.teacher_checkpoint = ",".join(paths)
+  roots = root_stages(config)
+  overrides = split_names(config.teacher_checkpoint)
+  replaced = [p for p in entries if p.startswith("@") and p[1:] in roots] if overrides else []
+  if replaced and len(overrides) != len(replaced):
+    raise ValueError(f"--config.teacher_checkpoint gives {len(overrides)} checkpoint(s) for "
+                     f"the {len(replaced)} teacher stage(s) {', '.join(replaced)}: give one per "
+                     "teacher, comma-separated")
+  given = iter(overrides)
+  resolved.teacher_checkpoint = ",".join(
+      next(given) if p in replaced else os.path.join(workdir, p[1:]) if p.startswith("@") else p
+      for p in entries)
   return resolved
 
 
 def stages_to_run(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """All stages, less those replaced by a top-level `teacher_checkpoint`."""
+  """All stages, less the root stages that a top-level `teacher_checkpoint` replaces."""
   order = tuple(config.stage_order)
   unknown = [r for name in order for r in stage_references(config.stages[name]) if r not in order]
   if unknown:
@@ -56,8 +66,7 @@ def stages_to_run(config: ml_collections.ConfigDict) -> tuple[str, ...]:
                      f"stages: {', '.join(order)}")
   if not config.teacher_checkpoint:
     return order
-  replaced = {r for name in order for r in stage_references(config.stages[name])}
-  return tuple(name for name in order if name not in replaced)
+  return tuple(name for name in order if name not in root_stages(config))
 
 
 def reached_stop(summary: dict[str, Any], max_steps: int) -> bool:
@@ -82,8 +91,7 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
       continue
     logging.info("Stage '%s' starts in %s.", name, stage_dir)
     os.makedirs(stage_dir, exist_ok=True)
-    summaries[name] = run(resolve_stage(config.stages[name], workdir, config.teacher_checkpoint),
-                          stage_dir)
+    summaries[name] = run(resolve_stage(config, name, workdir), stage_dir)
   last = summaries[next(reversed(summaries))]
   summary = {key: last[key] for key in ("final_eval_accuracy", "best_eval_accuracy", "steps",
                                         "images_per_s", "method", "dataset", "finished")}

@@ -6,12 +6,19 @@ from jaxkd.methods import base
 from jaxkd.methods.atsc import ATSC
 from jaxkd.methods.ce import CrossEntropy
 from jaxkd.methods.dkd import DecoupledKD
+from jaxkd.methods.dtd import DynamicTemperature
+from jaxkd.methods.generous import GenerousTeacher
+from jaxkd.methods.ka import KnowledgeAdjustment
 from jaxkd.methods.kd import KnowledgeDistillation
+from jaxkd.methods.lskd import LogitStandardizedKD
 from jaxkd.methods.simkd import SimKD
+from jaxkd.methods.student_friendly import StudentFriendlyKD
 from jaxkd.registry import Registry
 
 METHODS: Registry[type[base.Method]] = Registry("method")
-for _method in (CrossEntropy, KnowledgeDistillation, DecoupledKD, SimKD, ATSC):
+for _method in (CrossEntropy, KnowledgeDistillation, DecoupledKD, SimKD, ATSC,
+                KnowledgeAdjustment, DynamicTemperature, LogitStandardizedKD, StudentFriendlyKD,
+                GenerousTeacher):
   METHODS.register(_method.name)(_method)
 
 

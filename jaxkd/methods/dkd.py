@@ -8,12 +8,15 @@
 the distillation loss, not the learning rate. Defaults are mdistiller's CIFAR-100
 `CFG.DKD`: α = 1, β = 8, T = 4, warm-up 20 epochs, w_ce = 1. With two classes the
 non-target distribution has one class and L_NCKD is exactly zero.
+
+`transforms` ('ka' with 'ps', 'dtd', 'ls') rewrite the teacher target first. DKD+LS as
+in LS-KD: `transforms='ls'`, T = τ = 2, and α, β multiplied by the KD weight (9).
 """
 
 import ml_collections
 
 from jaxkd import losses
-from jaxkd.methods import base
+from jaxkd.methods import base, targets
 
 
 class DecoupledKD(base.Method):
@@ -23,21 +26,33 @@ class DecoupledKD(base.Method):
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"alpha": 1.0, "beta": 8.0, "temperature": 4.0,
-                                      "ce_weight": 1.0, "warmup_epochs": 20})
+                                      "ce_weight": 1.0, "warmup_epochs": 20,
+                                      **targets.transform_defaults()})
+
+  def validate(self) -> None:
+    super().validate()
+    targets.validate_transforms(self.hparams, self.name, accepts_distribution=False)
+
+  def logit_loss(self, teacher_logits, student_logits, labels, step_info):
+    """(total, metrics) of the loss on given logits."""
+    hp = self.hparams
+    target, metrics = targets.build_target(teacher_logits, student_logits, labels, hp)
+    ce = losses.masked_mean(losses.cross_entropy(student_logits, labels))
+    tckd, nckd = losses.decoupled_kl(
+        target.teacher_logits, target.student_logits, labels, target.temperature,
+        teacher_temperature=target.teacher_temperature, t2_factor=target.t2_factor)
+    tckd, nckd = losses.masked_mean(tckd), losses.masked_mean(nckd)
+    warmup = losses.dkd_warmup_factor(step_info.epoch, hp.warmup_epochs)
+    metrics.update({"loss/ce": ce, "loss/tckd": tckd, "loss/nckd": nckd, "dkd/warmup": warmup})
+    return hp.ce_weight * ce + warmup * (hp.alpha * tckd + hp.beta * nckd), metrics
 
   def loss(self, nets, params, batch_stats, batch, rng, step_info):
     del rng
-    hp = self.hparams
     labels = batch["label"]
     ((_, teacher_logits),) = base.frozen_teacher_outputs(nets, params, batch_stats, batch["image"])
     (_, logits), student_stats = base.apply_model(
         nets.student, params["student"], batch_stats["student"], batch["image"], train=True)
-    ce = losses.masked_mean(losses.cross_entropy(logits, labels))
-    tckd, nckd = losses.decoupled_kl(teacher_logits, logits, labels, hp.temperature)
-    tckd, nckd = losses.masked_mean(tckd), losses.masked_mean(nckd)
-    warmup = losses.dkd_warmup_factor(step_info.epoch, hp.warmup_epochs)
-    total = hp.ce_weight * ce + warmup * (hp.alpha * tckd + hp.beta * nckd)
-    metrics = {"loss/ce": ce, "loss/tckd": tckd, "loss/nckd": nckd, "dkd/warmup": warmup,
-               "train/accuracy": base.accuracy(logits, labels),
-               "teacher/train_accuracy": base.accuracy(teacher_logits, labels)}
+    total, metrics = self.logit_loss(teacher_logits, logits, labels, step_info)
+    metrics.update({"train/accuracy": base.accuracy(logits, labels),
+                    "teacher/train_accuracy": base.accuracy(teacher_logits, labels)})
     return total, (dict(batch_stats, student=student_stats), metrics)

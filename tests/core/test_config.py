@@ -24,7 +24,7 @@ def load_config(path):
 def runs_of(config):
   if not config_schema.is_pipeline(config):
     return [config]
-  return [pipeline.resolve_stage(config.stages[name], "/w", "") for name in config.stage_order]
+  return [pipeline.resolve_stage(config, name, "/w") for name in config.stage_order]
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
@@ -47,13 +47,12 @@ def test_pipeline_overrides_reach_every_stage():
 
 def test_pipeline_stage_references_resolve_to_stage_workdirs():
   config = load_config(os.path.join(CONFIG_DIR, "quickstart.py"))
-  student = pipeline.resolve_stage(config.stages.student, "/w", "")
+  student = pipeline.resolve_stage(config, "student", "/w")
   assert student.teacher_checkpoint == os.path.join("/w", "teacher")
   assert pipeline.stages_to_run(config) == ("teacher", "student")
   config.teacher_checkpoint = "/trained/teacher"
   assert pipeline.stages_to_run(config) == ("student",)
-  assert pipeline.resolve_stage(config.stages.student, "/w", "/trained/teacher"
-                                ).teacher_checkpoint == "/trained/teacher"
+  assert pipeline.resolve_stage(config, "student", "/w").teacher_checkpoint == "/trained/teacher"
 
 
 def digits_config(**changes):
@@ -124,9 +123,10 @@ def test_own_fields_keep_a_stage_value_and_the_rest_stay_shared():
 
 def test_teacher_override_maps_one_checkpoint_per_teacher_stage():
   config = load_config(os.path.join(CONFIG_DIR, "atsc_multi_cifar100.py"))
-  stage = config.stages[config.stage_order[-1]]
-  resolved = pipeline.resolve_stage(stage, "/w", "/a,/b")
-  assert resolved.teacher_checkpoint == "/a,/b"
-  assert pipeline.resolve_stage(stage, "/w", "").teacher_checkpoint == "/w/t0,/w/t1"
+  last = config.stage_order[-1]
+  assert pipeline.resolve_stage(config, last, "/w").teacher_checkpoint == "/w/t0,/w/t1"
+  config.teacher_checkpoint = "/a,/b"
+  assert pipeline.resolve_stage(config, last, "/w").teacher_checkpoint == "/a,/b"
+  config.teacher_checkpoint = "/a"
   with pytest.raises(ValueError, match="gives 1 checkpoint.*for the 2 teacher stage"):
-    pipeline.resolve_stage(stage, "/w", "/a")
+    pipeline.resolve_stage(config, last, "/w")

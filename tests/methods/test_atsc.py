@@ -258,6 +258,6 @@ def test_configs_validate_on_cifar10_jpeg(name, tmp_path):
   config = load_config(name)
   config.dataset = "cifar10_jpeg"
   for stage in pipeline.stages_to_run(config):
-    resolved = pipeline.resolve_stage(config.stages[stage], str(tmp_path), "")
+    resolved = pipeline.resolve_stage(config, stage, str(tmp_path))
     assert resolved.dataset == "cifar10_jpeg"
     config_validation.validate(resolved)

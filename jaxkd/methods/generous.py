@@ -1,0 +1,68 @@
+"""Generous Teacher, stage 1 (Ding et al., Image and Vision Computing 2024), methods.md §9.
+
+Trains a generous teacher G (the run's "student" model; usually the standard teacher's
+architecture, from scratch) on the labels and on the non-target knowledge of a frozen
+standard teacher S, at a temperature that is a multiple k of each sample's logit std:
+
+    T_S,i = k · (std(z_S,i) + ε)      T_G,i = k · (std(z_G,i) + ε)   (own std, ddof = 1)
+    L = w_ce · CE(z_G, y) + λ · k² · mean_i KL(p̃_S,i ‖ p̃_G,i)  [+ w_tckd · k² · TCKD]
+    p̃ = softmax over the classes c ≠ y at the sample's temperature (DKD's NCKD)
+
+The k² factor follows LS-KD, whose standardised logits at base τ are exactly the logits
+at temperature τ·std. Only the abstract is verified: k, λ, the std source and TCKD are
+settings (`std_source='teacher'` gives both models S's temperature; `tckd_weight > 0`
+adds the target/non-target term). Defaults: k = 2 (LS-KD's base τ), λ = 1, no TCKD;
+the paper's values are unknown (suggested sweep: k ∈ {1..4}, λ ∈ {1, 2, 4, 8}).
+G is exported as a plain model, so the next stage distils a student from it as from any
+teacher (`configs/generous_teacher_cifar100.py` chains all three stages).
+"""
+
+import ml_collections
+
+from jaxkd import losses, teacher_transforms
+from jaxkd.methods import base
+
+STD_EPS = 1e-7
+
+
+class GenerousTeacher(base.Method):
+  name = "generous"
+  teacher_mode = base.TeacherMode.FROZEN
+
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({"std_multiple": 2.0, "nckd_weight": 1.0, "ce_weight": 1.0,
+                                      "tckd_weight": 0.0, "std_source": "own"})
+
+  def validate(self) -> None:
+    super().validate()
+    if self.hparams.std_source not in ("own", "teacher"):
+      raise ValueError("config.generous.std_source must be 'own' or 'teacher', "
+                       f"got '{self.hparams.std_source}'")
+
+  def logit_loss(self, teacher_logits, student_logits, labels):
+    """(total, metrics) given the standard teacher's and the generous teacher's logits."""
+    hp = self.hparams
+    k = hp.std_multiple
+    teacher_temperature = k * (teacher_transforms.logit_std(teacher_logits) + STD_EPS)
+    temperature = (teacher_temperature if hp.std_source == "teacher" else
+                   k * (teacher_transforms.logit_std(student_logits) + STD_EPS))
+    tckd, nckd = losses.decoupled_kl(teacher_logits, student_logits, labels, temperature,
+                                     teacher_temperature=teacher_temperature, t2_factor=k**2)
+    ce = losses.masked_mean(losses.cross_entropy(student_logits, labels))
+    tckd, nckd = losses.masked_mean(tckd), losses.masked_mean(nckd)
+    total = hp.ce_weight * ce + hp.nckd_weight * nckd + hp.tckd_weight * tckd
+    return total, {"loss/ce": ce, "loss/nckd": nckd, "loss/tckd": tckd,
+                   "generous/temperature_mean": temperature.mean(),
+                   "generous/teacher_temperature_mean": teacher_temperature.mean()}
+
+  def loss(self, nets, params, batch_stats, batch, rng, step_info):
+    del rng, step_info
+    ((_, teacher_logits),) = base.frozen_teacher_outputs(nets, params, batch_stats, batch["image"])
+    (_, logits), student_stats = base.apply_model(
+        nets.student, params["student"], batch_stats["student"], batch["image"], train=True)
+    total, metrics = self.logit_loss(teacher_logits.astype("float32"), logits.astype("float32"),
+                                     batch["label"])
+    metrics.update({"train/accuracy": base.accuracy(logits, batch["label"]),
+                    "teacher/train_accuracy": base.accuracy(teacher_logits, batch["label"])})
+    return total, (dict(batch_stats, student=student_stats), metrics)
