@@ -1,5 +1,7 @@
 """Tests for the XLA:CPU tap-sum convolution against XLA's and a NumPy reference."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ from jaxkd.ops import cpu_conv
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
-# (batch, height, width, in_channels, out_channels, kernel, stride, padding, groups)
+# name: (batch, height, width, in_channels, out_channels, kernel, stride, padding, groups)
 CASES = {
     "3x3_s1": (2, 7, 7, 4, 6, 3, 1, 1, 1),
     "3x3_s2_odd": (2, 9, 7, 4, 6, 3, 2, 1, 1),
@@ -28,15 +30,25 @@ CASES = {
     "depthwise_s2": (2, 9, 9, 5, 5, 3, 2, 1, 5),
     "depthwise_multiplier2": (2, 7, 7, 4, 8, 3, 1, 1, 4),
 }
+# name: (case, padding other than the case's symmetric one)
+PADDED_CASES = {
+    "same": ("3x3_s2_even", "SAME"),
+    "valid": ("3x3_s2_odd", "VALID"),
+    "asymmetric": ("3x3_s2_even", ((0, 2), (2, 1))),
+    "negative": ("3x3_s1", ((-1, 1), (1, 0))),
+    "depthwise_same": ("depthwise_s2", "SAME"),
+    "pointwise_padded": ("1x1_s2", ((1, 0), (0, 1))),
+}
 ALL_TAPS = (True, True, True)
 
 
 def _operands(case, dtype=jnp.float32):
+  """Standard-normal input and kernel (NumPy-generated: no per-shape compilation)."""
   n, h, w, ci, co, k, _, _, groups = case
-  key_x, key_w = jax.random.split(jax.random.key(0))
-  x = jax.random.normal(key_x, (n, h, w, ci), dtype)
-  kernel = jax.random.normal(key_w, (k, k, ci // groups, co), dtype)
-  return x, kernel
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((n, h, w, ci), np.float32)
+  kernel = rng.standard_normal((k, k, ci // groups, co), np.float32)
+  return jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
 
 
 def _conv_fn(conv, case, padding=None):
@@ -46,14 +58,44 @@ def _conv_fn(conv, case, padding=None):
       dimension_numbers=DIMENSION_NUMBERS, feature_group_count=groups)
 
 
-def _value_and_grads(fn, x, w):
-  """Forward output and the gradients of Σ y·c for a fixed random cotangent c."""
-  def run(x, w):
-    y, vjp = jax.vjp(fn, x, w)
-    # Drawn in float32 for every dtype, so that bf16 and f32 runs share one cotangent.
-    cotangent = jax.random.normal(jax.random.key(1), y.shape, jnp.float32).astype(y.dtype)
-    return (y, *vjp(cotangent))
-  return jax.jit(run)(x, w)
+def _all_cases():
+  """name → (case, padding): every geometry the equality tests cover."""
+  cases = {name: (case, None) for name, case in CASES.items()}
+  cases.update({name: (CASES[base], padding) for name, (base, padding) in PADDED_CASES.items()})
+  return cases
+
+
+def _value_and_grads_of_all(conv, dtype=jnp.float32, names=None):
+  """name → (output, d_input, d_kernel) of Σ y·c for a fixed random cotangent c.
+
+  All cases run in one jitted function, so that the test compiles once.
+  """
+  cases = {name: spec for name, spec in _all_cases().items() if names is None or name in names}
+  operands = {name: _operands(case, dtype) for name, (case, _) in cases.items()}
+
+  cotangents = {}
+  for name, (case, padding) in cases.items():
+    shape = jax.eval_shape(_conv_fn(conv, case, padding), *operands[name]).shape
+    cotangents[name] = jnp.asarray(np.random.default_rng(1).standard_normal(shape), dtype)
+
+  def run(operands, cotangents):
+    results = {}
+    for name, (case, padding) in cases.items():
+      y, vjp = jax.vjp(_conv_fn(conv, case, padding), *operands[name])
+      results[name] = (y, *vjp(cotangents[name]))
+    return results
+  return jax.jit(run)(operands, cotangents)
+
+
+@functools.lru_cache(maxsize=None)
+def _xla_reference():
+  return _value_and_grads_of_all(lax.conv_general_dilated)
+
+
+@functools.lru_cache(maxsize=None)
+def _ours(plan_name: str):
+  """Results of `cpu_conv` for all cases; `plan_name` keys the plan the fixture set."""
+  return _value_and_grads_of_all(cpu_conv.conv_general_dilated)
 
 
 def _relative_error(actual, expected) -> float:
@@ -69,30 +111,17 @@ def plan(request, monkeypatch):
   return request.param
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_forward_and_gradients_match_xla(name, plan):
-  case = CASES[name]
-  x, w = _operands(case)
-  ours = _value_and_grads(_conv_fn(cpu_conv.conv_general_dilated, case), x, w)
-  reference = _value_and_grads(_conv_fn(lax.conv_general_dilated, case), x, w)
-  for label, a, b in zip(("output", "d_input", "d_kernel"), ours, reference):
-    assert a.shape == b.shape and a.dtype == b.dtype, label
-    assert _relative_error(a, b) <= 1e-5, label
-
-
-@pytest.mark.parametrize("padding", ["SAME", "VALID", [(0, 2), (2, 1)], [(-1, 1), (1, 0)]])
-def test_string_and_asymmetric_padding(padding, plan):
-  case = CASES["3x3_s2_even"]
-  x, w = _operands(case)
-  ours = _value_and_grads(_conv_fn(cpu_conv.conv_general_dilated, case, padding), x, w)
-  reference = _value_and_grads(_conv_fn(lax.conv_general_dilated, case, padding), x, w)
-  for a, b in zip(ours, reference):
-    assert a.shape == b.shape
-    assert _relative_error(a, b) <= 1e-5
+def test_forward_and_gradients_match_xla(plan):
+  ours = _ours(plan)
+  reference = _xla_reference()
+  for name, results in ours.items():
+    for label, a, b in zip(("output", "d_input", "d_kernel"), results, reference[name]):
+      assert a.shape == b.shape and a.dtype == b.dtype, (name, label)
+      assert _relative_error(a, b) <= 1e-5, (name, label)
 
 
 def _numpy_conv(x, w, stride, pad, groups):
-  """Direct float64 loop-free NumPy convolution, NHWC/HWIO, symmetric padding."""
+  """Direct float64 NumPy convolution, NHWC/HWIO, symmetric padding."""
   x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
   k, _, in_per_group, co = w.shape
   out_per_group = co // groups
@@ -110,25 +139,24 @@ def _numpy_conv(x, w, stride, pad, groups):
   return y
 
 
-@pytest.mark.parametrize("name", ["grouped3_3x3_s2", "depthwise_s2", "1x1_s2"])
-def test_forward_matches_numpy(name, plan):
-  case = CASES[name]
-  *_, stride, pad, groups = case
-  x, w = _operands(case)
-  y = jax.jit(_conv_fn(cpu_conv.conv_general_dilated, case))(x, w)
-  assert _relative_error(y, _numpy_conv(x, w, stride, pad, groups)) <= 1e-5
+def test_forward_matches_numpy(plan):
+  names = ("grouped3_3x3_s2", "depthwise_multiplier2", "1x1_s2", "7x7_s2_stem")
+  ours = _ours(plan)
+  for name in names:
+    case = CASES[name]
+    *_, stride, pad, groups = case
+    expected = _numpy_conv(*_operands(case), stride, pad, groups)
+    assert _relative_error(ours[name][0], expected) <= 1e-5, name
 
 
 def test_bfloat16_output_dtype_and_accuracy(plan):
-  for name in ("3x3_s2_odd", "1x1_s2", "depthwise_s1", "grouped3_1x1"):
-    case = CASES[name]
-    x, w = _operands(case, jnp.bfloat16)
-    ours = _value_and_grads(_conv_fn(cpu_conv.conv_general_dilated, case), x, w)
-    reference = _value_and_grads(
-        _conv_fn(lax.conv_general_dilated, case), x.astype(jnp.float32), w.astype(jnp.float32))
-    for a, b in zip(ours, reference):
-      assert a.dtype == jnp.bfloat16
-      assert _relative_error(a, b) <= 2e-2
+  names = ("3x3_s2_odd", "1x1_s2", "depthwise_s1", "grouped3_1x1")
+  ours = _value_and_grads_of_all(cpu_conv.conv_general_dilated, jnp.bfloat16, names)
+  reference = _xla_reference()
+  for name in names:
+    for a, b in zip(ours[name], reference[name]):
+      assert a.dtype == jnp.bfloat16, name
+      assert _relative_error(a, b) <= 2e-2, name
 
 
 def test_vmap_over_extra_axis_matches_loop(plan):
@@ -136,8 +164,9 @@ def test_vmap_over_extra_axis_matches_loop(plan):
   x, w = _operands(case)
   conv = _conv_fn(cpu_conv.conv_general_dilated, case)
   xs = jnp.stack([x, 2.0 * x + 1.0])
-  batched = jax.vmap(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=1), (0, None))(xs, w)
-  looped = jnp.stack([jax.grad(lambda w: jnp.sum(conv(xi, w) ** 2))(w) for xi in xs])
+  grad = jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=1)
+  batched = jax.jit(jax.vmap(grad, (0, None)))(xs, w)
+  looped = jax.jit(lambda xs, w: jnp.stack([grad(xi, w) for xi in xs]))(xs, w)
   assert _relative_error(batched, looped) <= 1e-5
 
 
@@ -149,10 +178,12 @@ def test_dilation_falls_back_to_xla():
       cpu_conv.conv_general_dilated(x, w, **kwargs), lax.conv_general_dilated(x, w, **kwargs))
 
 
-def test_plan_keeps_xla_for_dense_stride1_and_taps_for_depthwise():
+def test_plan_keeps_xla_for_dense_and_taps_for_depthwise_pointwise_grouped():
   assert cpu_conv.plan_conv((3, 3, 64, 64), (1, 1), 1) == (False, False, False)
-  assert cpu_conv.plan_conv((3, 3, 64, 64), (2, 2), 1) == (False, True, False)
-  assert cpu_conv.plan_conv((1, 1, 64, 128), (2, 2), 1) == ALL_TAPS
+  assert cpu_conv.plan_conv((3, 3, 64, 64), (2, 2), 1) == (False, False, False)
+  assert cpu_conv.plan_conv((1, 1, 64, 128), (1, 1), 1) == ALL_TAPS
+  assert cpu_conv.plan_conv((1, 1, 64, 128), (2, 2), 1) == (False, True, True)
+  assert cpu_conv.plan_conv((3, 3, 20, 60), (1, 1), 3) == (False, False, True)
   assert cpu_conv.plan_conv((3, 3, 1, 96), (2, 2), 96) == ALL_TAPS
 
 
