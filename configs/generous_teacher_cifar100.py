@@ -8,7 +8,9 @@ standard teacher at temperature k·std of the logits, k = 2, λ = 1), and `stude
     python -m jaxkd.main --config=configs/generous_teacher_cifar100.py \
         --workdir=$HOME/jaxkd/gt_c100 [--config.teacher_checkpoint=$HOME/jaxkd/r32x4_c100]
 
-A given teacher checkpoint replaces the `standard` stage. Any distiller can be the last
+The generous stage's open choices are `--config.stages.generous.generous.<field>`:
+`std_multiple` (k), `nckd_weight` (λ), `tckd_weight`, `std_source` ('own'|'teacher') and
+`std_classes` ('all'|'non_target'). A given teacher checkpoint replaces the `standard` stage. Any distiller can be the last
 stage: `--config.stages.student.method=dkd` with a `dkd` section. Not run here; the
 paper's numbers and its k and λ were not retrieved (methods.md §9).
 """

@@ -23,10 +23,13 @@ _FLSW_NORM_EPS = 1e-4
 _CWSM_CONFIDENCE_EPS = 1e-3
 
 
-def logit_std(logits: ArrayLike, *, ddof: int = 1) -> Array:
+def logit_std(
+    logits: ArrayLike, *, ddof: int = 1, where: Optional[ArrayLike] = None
+) -> Array:
   """Per-sample standard deviation of the logits over classes.
 
-  std_i = sqrt( Σ_c (z_ic − mean_c z_ic)² / (C − ddof) ).
+  std_i = sqrt( Σ_{c∈S_i} (z_ic − mean_{S_i} z_i)² / (|S_i| − ddof) ),
+  S_i = all C classes, or the classes where `where` is true.
 
   ddof=1 is PyTorch's default unbiased estimate used by LS-KD. The square
   root has a zero gradient where the variance is 0 (constant logits), so
@@ -35,12 +38,14 @@ def logit_std(logits: ArrayLike, *, ddof: int = 1) -> Array:
   Args:
     logits: (B, C).
     ddof: delta degrees of freedom.
+    where: optional boolean (B, C) selecting the classes of each sample
+      (Generous Teacher's std over the non-target logits).
 
   Returns:
     (B,) standard deviations.
   """
   logits = jnp.asarray(logits)
-  variance = jnp.var(logits, axis=-1, ddof=ddof)
+  variance = jnp.var(logits, axis=-1, ddof=ddof, where=where)
   positive = variance > 0
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, variance, 1.0)), 0.0)
 

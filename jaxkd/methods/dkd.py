@@ -38,9 +38,7 @@ class DecoupledKD(base.Method):
     hp = self.hparams
     target, metrics = targets.build_target(teacher_logits, student_logits, labels, hp)
     ce = losses.masked_mean(losses.cross_entropy(student_logits, labels))
-    tckd, nckd = losses.decoupled_kl(
-        target.teacher_logits, target.student_logits, labels, target.temperature,
-        teacher_temperature=target.teacher_temperature, t2_factor=target.t2_factor)
+    tckd, nckd = targets.decoupled_terms(target, labels)
     tckd, nckd = losses.masked_mean(tckd), losses.masked_mean(nckd)
     warmup = losses.dkd_warmup_factor(step_info.epoch, hp.warmup_epochs)
     metrics.update({"loss/ce": ce, "loss/tckd": tckd, "loss/nckd": nckd, "dkd/warmup": warmup})

@@ -8,7 +8,10 @@ KD with one temperature per sample, lower for the samples the student finds conf
 
 KD's settings with `transforms='dtd'`: τ₀ = 4, β = 1, γ = 2 (TextBrewer's example; the
 paper's tuned values were not retrieved), τ_min = 1, weights under stop-gradient, the
-mean over the global batch. Logs `dtd/temperature_mean|min|max`.
+mean over the global batch. The τ_i² factor is on (`dtd_t2`) so that each sample's
+gradient has KD's scale (the KL's gradient shrinks as 1/τ²); TextBrewer has no factor
+(`dtd_t2=False`). `dtd_sample_weight=True` also weights sample i by w_i / mean w (off:
+unverified). Logs `dtd/temperature_mean|min|max`.
 """
 
 from jaxkd.methods.kd import KnowledgeDistillation

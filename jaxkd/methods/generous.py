@@ -4,19 +4,24 @@ Trains a generous teacher G (the run's "student" model; usually the standard tea
 architecture, from scratch) on the labels and on the non-target knowledge of a frozen
 standard teacher S, at a temperature that is a multiple k of each sample's logit std:
 
-    T_S,i = k · (std(z_S,i) + ε)      T_G,i = k · (std(z_G,i) + ε)   (own std, ddof = 1)
+    T_S,i = k · (std(z_S,i) + ε)      T_G,i = k · (std(z_G,i) + ε)   (own std, ddof = 1, ε = 1e-7)
     L = w_ce · CE(z_G, y) + λ · k² · mean_i KL(p̃_S,i ‖ p̃_G,i)  [+ w_tckd · k² · TCKD]
     p̃ = softmax over the classes c ≠ y at the sample's temperature (DKD's NCKD)
 
 The k² factor follows LS-KD, whose standardised logits at base τ are exactly the logits
-at temperature τ·std. Only the abstract is verified: k, λ, the std source and TCKD are
-settings (`std_source='teacher'` gives both models S's temperature; `tckd_weight > 0`
-adds the target/non-target term). Defaults: k = 2 (LS-KD's base τ), λ = 1, no TCKD;
-the paper's values are unknown (suggested sweep: k ∈ {1..4}, λ ∈ {1, 2, 4, 8}).
+at temperature τ·std. Only the abstract is verified: k, λ, the std and TCKD are
+settings (`std_source='teacher'` gives both models S's temperature; `std_classes=
+'non_target'` takes the std over the C − 1 non-target logits; `tckd_weight > 0` adds the
+target/non-target term). Defaults: k = 2 (LS-KD's base τ), λ = 1, std over all C logits
+of each model's own, no TCKD ("only non-target knowledge"); the paper's values are
+unknown (suggested sweep: k ∈ {1..4}, λ ∈ {1, 2, 4, 8}). G starts from scratch: starting
+from S's weights would need the trainer to let a method set the initial student
+parameters, which it does not.
 G is exported as a plain model, so the next stage distils a student from it as from any
 teacher (`configs/generous_teacher_cifar100.py` chains all three stages).
 """
 
+import jax
 import ml_collections
 
 from jaxkd import losses, teacher_transforms
@@ -31,22 +36,40 @@ class GenerousTeacher(base.Method):
 
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({"std_multiple": 2.0, "nckd_weight": 1.0, "ce_weight": 1.0,
-                                      "tckd_weight": 0.0, "std_source": "own"})
+    return ml_collections.ConfigDict({
+        "std_multiple": 2.0,  # k: T_i = k · std(z_i) (LS-KD's base τ; the paper's k unknown).
+        "nckd_weight": 1.0,  # λ (unknown; DKD's β range 1-8 is the suggested sweep).
+        "ce_weight": 1.0,
+        "tckd_weight": 0.0,  # > 0 adds TCKD; 0: "only non-target knowledge" (abstract).
+        "std_source": "own",  # 'own': each model its std (LS-KD); 'teacher': S's for both.
+        "std_classes": "all",  # 'all' C logits (ddof = 1) | 'non_target' (the C − 1 others).
+    })
 
   def validate(self) -> None:
     super().validate()
-    if self.hparams.std_source not in ("own", "teacher"):
-      raise ValueError("config.generous.std_source must be 'own' or 'teacher', "
-                       f"got '{self.hparams.std_source}'")
+    hp = self.hparams
+    if hp.std_source not in ("own", "teacher"):
+      raise ValueError(f"config.generous.std_source must be 'own' or 'teacher', "
+                       f"got '{hp.std_source}'")
+    if hp.std_classes not in ("all", "non_target"):
+      raise ValueError(f"config.generous.std_classes must be 'all' or 'non_target', "
+                       f"got '{hp.std_classes}'")
+
+  def temperature(self, logits, labels):
+    """T_i = k · (std(z_i) + ε), the std over the classes `std_classes` names."""
+    where = None
+    if self.hparams.std_classes == "non_target":
+      where = ~jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
+    return self.hparams.std_multiple * (teacher_transforms.logit_std(logits, where=where)
+                                        + STD_EPS)
 
   def logit_loss(self, teacher_logits, student_logits, labels):
     """(total, metrics) given the standard teacher's and the generous teacher's logits."""
     hp = self.hparams
     k = hp.std_multiple
-    teacher_temperature = k * (teacher_transforms.logit_std(teacher_logits) + STD_EPS)
+    teacher_temperature = self.temperature(teacher_logits, labels)
     temperature = (teacher_temperature if hp.std_source == "teacher" else
-                   k * (teacher_transforms.logit_std(student_logits) + STD_EPS))
+                   self.temperature(student_logits, labels))
     tckd, nckd = losses.decoupled_kl(teacher_logits, student_logits, labels, temperature,
                                      teacher_temperature=teacher_temperature, t2_factor=k**2)
     ce = losses.masked_mean(losses.cross_entropy(student_logits, labels))

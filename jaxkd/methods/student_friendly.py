@@ -66,9 +66,16 @@ class StudentFriendlyKD(base.Method):
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
-        "temperature": 4.0, "ce_weight": 1.0, "kd_weight": 1.0,
-        "attention_axis": "batch", "num_heads": 1, "dim": 0, "residual": True,
-        "apply_temperature_again": False, "simplifier_ce_weight": 1.0})
+        "temperature": 4.0,  # T of the softening and of the student's softmax.
+        "ce_weight": 1.0,  # w_ce, w_kd: the SimKD/ATSC codebase's KD baseline (1, 1).
+        "kd_weight": 1.0,
+        "attention_axis": "batch",  # 'batch' (samples are tokens) | 'class' (logits are).
+        "num_heads": 1,  # Single-head attention, as §7 proposes.
+        "dim": 0,  # Query/key width d; 0: C on the batch axis, 32 on the class axis.
+        "residual": True,  # ũ = u + Attention(u), the output projection zero-initialised.
+        "apply_temperature_again": False,  # p̂ = softmax(ũ / T) instead of softmax(ũ).
+        "simplifier_ce_weight": 1.0,  # CE(ũ, y): jaxkd's guard against collapse (0: off).
+    })
 
   def validate(self) -> None:
     super().validate()
@@ -83,8 +90,11 @@ class StudentFriendlyKD(base.Method):
   def init_extra(self, rng, nets, shapes):
     hp = self.hparams
     num_classes = shapes.teachers[0][1].shape[-1]
+    if hp.attention_axis == "batch" and not hp.dim and num_classes % hp.num_heads:
+      raise ValueError(f"config.student_friendly.num_heads={hp.num_heads} must divide the "
+                       f"{num_classes} classes (dim=0 means dim=C), or set dim")
     module = LearningSimplifier(num_classes, hp.attention_axis, hp.num_heads, hp.dim, hp.residual)
-    params = module.init(rng, jnp.zeros((2, num_classes), jnp.float32))["params"]
+    params = jax.jit(module.init)(rng, jnp.zeros((2, num_classes), jnp.float32))["params"]
     return module, params, {}
 
   def logit_loss(self, nets, extra_params, teacher_logits, student_logits, labels):

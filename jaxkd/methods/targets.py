@@ -13,6 +13,8 @@ rewrite it, left to right, as named by a method's `transforms` setting ('ka,dtd'
   weight 1 / (max σ(z_s) + 1e-3). The mean runs over the *global* batch (under jit the
   sharded batch is one array). The KL factor becomes τ_i² per sample (`dtd_t2=True`,
   so that the gradient scale matches KD's; TextBrewer uses no factor: `dtd_t2=False`).
+  `dtd_sample_weight=True` also weights each sample's KD term by w_i / mean_j w_j (the
+  paper may re-weight focal-style, methods.md §8 [memory]; off by default, unverified).
 - `ls` (logit standardisation, LS-KD §4): z ← (z − mean z)/(std z + 1e-7) for teacher
   and student (std with ddof=1); the factor stays the base τ².
 
@@ -43,6 +45,7 @@ def transform_defaults() -> dict:
       "dtd_gamma": 2.0,  # FLSW focusing exponent (TextBrewer's example).
       "dtd_min_temperature": 1.0,  # Clamp: τ_i ≥ this (the paper's τ_i may go ≤ 0 otherwise).
       "dtd_t2": True,  # Multiply each sample's KL by τ_i² (KD's gradient scale).
+      "dtd_sample_weight": False,  # Weight sample i's KD term by w_i / mean_j w_j.
   }
 
 
@@ -50,7 +53,8 @@ def transform_defaults() -> dict:
 class TeacherTarget:
   """The teacher side of a logit loss, and the student logits it is compared with.
 
-  `target_log_probs`, when set, replaces σ(teacher_logits / teacher_temperature).
+  `target_log_probs`, when set, replaces σ(teacher_logits / teacher_temperature);
+  `sample_weight`, when set, multiplies each sample's distillation term.
   """
   teacher_logits: jax.Array
   student_logits: jax.Array
@@ -58,6 +62,7 @@ class TeacherTarget:
   teacher_temperature: jax.Array
   t2_factor: jax.Array
   target_log_probs: jax.Array | None = None
+  sample_weight: jax.Array | None = None  # (B,)
 
 
 Transform = Callable[[TeacherTarget, jax.Array, ml_collections.ConfigDict],
@@ -87,6 +92,11 @@ def dynamic_temperature(target: TeacherTarget, labels: jax.Array,
       min_temperature=hp.dtd_min_temperature)
   target = dataclasses.replace(target, temperature=tau, teacher_temperature=tau,
                                t2_factor=tau**2 if hp.dtd_t2 else jnp.ones_like(tau))
+  if hp.dtd_sample_weight:
+    weights = teacher_transforms.confusion_weights(
+        target.student_logits, target.teacher_logits, weight_kind=hp.dtd_weight,
+        gamma=hp.dtd_gamma)
+    target = dataclasses.replace(target, sample_weight=weights / jnp.mean(weights))
   return target, {"dtd/temperature_mean": jnp.mean(tau), "dtd/temperature_min": jnp.min(tau),
                   "dtd/temperature_max": jnp.max(tau)}
 
@@ -147,11 +157,26 @@ def build_target(teacher_logits: jax.Array, student_logits: jax.Array, labels: j
   return target, metrics
 
 
+def weighted(per_sample: jax.Array, target: TeacherTarget) -> jax.Array:
+  """`per_sample` (B,) times the target's sample weight, if it has one."""
+  return per_sample if target.sample_weight is None else per_sample * target.sample_weight
+
+
 def kd_term(target: TeacherTarget) -> jax.Array:
-  """Per-sample t2_factor · KL(target ‖ σ(z_s / T_s)), shape (B,)."""
+  """Per-sample weight_i · t2_factor_i · KL(target_i ‖ σ(z_s,i / T_s,i)), shape (B,)."""
   if target.target_log_probs is not None:
-    return losses.kl_to_target(target.target_log_probs, target.student_logits,
-                               target.temperature, t2_factor=target.t2_factor)
-  return losses.softened_kl(target.teacher_logits, target.student_logits, target.temperature,
+    kl = losses.kl_to_target(target.target_log_probs, target.student_logits,
+                             target.temperature, t2_factor=target.t2_factor)
+  else:
+    kl = losses.softened_kl(target.teacher_logits, target.student_logits, target.temperature,
                             teacher_temperature=target.teacher_temperature,
                             t2_factor=target.t2_factor)
+  return weighted(kl, target)
+
+
+def decoupled_terms(target: TeacherTarget, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-sample (TCKD, NCKD) of DKD on the target, each weighted like `kd_term`."""
+  tckd, nckd = losses.decoupled_kl(
+      target.teacher_logits, target.student_logits, labels, target.temperature,
+      teacher_temperature=target.teacher_temperature, t2_factor=target.t2_factor)
+  return weighted(tckd, target), weighted(nckd, target)

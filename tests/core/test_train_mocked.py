@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import pytest
+
 from jaxkd import train
 from tests.mocked_tfds import NUM_EXAMPLES, mocked_dir  # pylint: disable=unused-import
 
@@ -45,3 +47,39 @@ def test_dkd_pipeline_on_mocked_imagenet(mocked_dir, tmp_path):
   student = summary["stages"]["student"]
   assert summary["dataset"] == "imagenet2012" and student["method"] == "dkd"
   assert student["steps"] == 2 and 0.0 <= student["final_eval_accuracy"] <= 1.0
+
+
+CIFAR_DISTILLATION_CONFIGS = ("kd_cifar100", "dkd_cifar100", "ka_cifar100", "dtd_cifar100",
+                              "lskd_cifar100", "student_friendly_cifar100", "simkd_cifar100",
+                              "atsc_cifar100", "atsc_multi_cifar100", "generous_teacher_cifar100")
+
+
+@pytest.fixture(scope="module")
+def cifar100_teacher(mocked_dir, tmp_path_factory):
+  """A cnn_small trained for one step on mocked CIFAR-100, to stand in for every teacher."""
+  config = load_config("teacher_cifar100")
+  config.student_model, config.data_dir, config.max_steps = "cnn_small", mocked_dir, 1
+  config.batch_size = config.eval_batch_size = 16
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.mark.parametrize("name", CIFAR_DISTILLATION_CONFIGS)
+def test_every_cifar_config_runs_a_step(mocked_dir, cifar100_teacher, tmp_path, name):
+  """Each config's last stage, with small models, distils from the given teacher(s)."""
+  config = load_config(name)
+  config.data_dir, config.batch_size, config.eval_batch_size, config.max_steps = (
+      mocked_dir, 16, 16, 1)
+  for stage in config.stage_order:
+    config.stages[stage].student_model = "cnn_small"
+  last = config.stages[config.stage_order[-1]]
+  num_teachers = len(last.teacher_model.split(","))
+  last.teacher_model = ",".join(["cnn_small"] * num_teachers)
+  if name == "generous_teacher_cifar100":
+    config.stages.generous.teacher_model = "cnn_small"
+  config.teacher_checkpoint = ",".join([cifar100_teacher] * num_teachers
+                                       if name != "generous_teacher_cifar100"
+                                       else [cifar100_teacher])
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["steps"] == 1 and 0.0 <= summary["final_eval_accuracy"] <= 1.0

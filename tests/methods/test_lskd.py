@@ -1,0 +1,68 @@
+"""LS-KD: z-scored logits (ddof = 1, ε = 1e-7) at base τ = 2, KD weight 9, CE 0.1, against
+NumPy; LS with DKD; the per-sample temperature identity; a student that learns on digits."""
+
+import numpy as np
+import pytest
+
+from tests import numpy_reference as ref
+
+
+def zscore(logits):
+  logits = logits.astype(np.float64)
+  centred = logits - logits.mean(1, keepdims=True)
+  return centred / (np.std(logits, axis=1, ddof=1, keepdims=True) + 1e-7)
+
+
+def test_defaults_are_the_references_flags(make_method):
+  hp = make_method("lskd").hparams
+  assert (hp.transforms, hp.temperature, hp.kd_weight, hp.ce_weight) == ("ls", 2.0, 9.0, 0.1)
+
+
+def test_loss_equals_numpy(make_method, logit_loss_of, fixed_logits):
+  total, metrics = logit_loss_of(make_method("lskd"))
+  z_t, z_s = zscore(fixed_logits.teacher), zscore(fixed_logits.student)
+  kd = np.mean(ref.softened_kl(z_t, z_s, 2.0))  # Factor τ² = 4 (the base τ).
+  ce = np.mean(ref.cross_entropy(fixed_logits.student, fixed_logits.labels))  # Raw logits.
+  assert total == pytest.approx(0.1 * ce + 9.0 * kd, rel=1e-5)
+  assert metrics["loss/kd"] == pytest.approx(kd, rel=1e-5)
+
+
+def test_ls_is_a_per_sample_temperature_of_tau_times_std(make_method, logit_loss_of,
+                                                         fixed_logits):
+  """KD on ẑ at τ equals KD on z at τ·(std + ε) per model, with the factor τ² (§1 item 3)."""
+  total, _ = logit_loss_of(make_method("lskd", ce_weight=0.0, kd_weight=1.0))
+  teacher, student = fixed_logits.teacher, fixed_logits.student
+  t_teacher = 2.0 * (np.std(teacher.astype(np.float64), axis=1, ddof=1) + 1e-7)
+  t_student = 2.0 * (np.std(student.astype(np.float64), axis=1, ddof=1) + 1e-7)
+  kd = ref.softened_kl(teacher, student, t_student, teacher_temperature=t_teacher, t2_factor=4.0)
+  assert total == pytest.approx(np.mean(kd), rel=1e-5)
+
+
+def test_kd_with_the_ls_transform_is_lskd(make_method, logit_loss_of):
+  lskd, _ = logit_loss_of(make_method("lskd"))
+  kd, _ = logit_loss_of(make_method("kd", transforms="ls", temperature=2.0, kd_weight=9.0))
+  assert kd == lskd
+
+
+def test_dkd_with_ls_equals_numpy(make_method, logit_loss_of, fixed_logits):
+  """DKD+LS as the reference runs it: T = τ = 2, α and β times the KD weight 9."""
+  method = make_method("dkd", transforms="ls", temperature=2.0, alpha=9.0, beta=72.0)
+  total, _ = logit_loss_of(method, epoch=30)
+  z_t, z_s = zscore(fixed_logits.teacher), zscore(fixed_logits.student)
+  tckd, nckd = ref.decoupled_kl(z_t, z_s, fixed_logits.labels, 2.0)
+  ce = np.mean(ref.cross_entropy(fixed_logits.student, fixed_logits.labels))
+  assert total == pytest.approx(ce + 9.0 * tckd.mean() + 72.0 * nckd.mean(), rel=1e-5)
+
+
+def test_constant_logits_stay_finite(make_method, logit_loss_of, fixed_logits):
+  flat = np.zeros_like(fixed_logits.teacher)
+  total, _ = logit_loss_of(make_method("lskd"), teacher=flat, student=flat)
+  ce = np.log(flat.shape[1])
+  assert total == pytest.approx(0.1 * ce, rel=1e-5)
+
+
+def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
+                                                   assert_only_student_side_moved):
+  config, summary, workdir = distill_on_digits("lskd")
+  assert summary["final_eval_accuracy"] > 0.7, summary["final_eval_accuracy"]
+  assert_only_student_side_moved(*initial_and_final_state(config, workdir))
