@@ -1,25 +1,13 @@
 """The sharded train step: 8 devices equal 1 device; a frozen teacher never changes."""
 
-import types
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import checkpoint, models, recipes, train
+from jaxkd import recipes, train
 from jaxkd import step as step_lib
 
-INFO = types.SimpleNamespace(num_classes=10, image_shape=(8, 8, 1))
-
-
-def export_random_teacher(workdir, model_name="cnn_large", num_classes=10, seed=1):
-  module = models.create_model(model_name, num_classes)
-  variables = module.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)), train=False)
-  checkpoint.export_model(str(workdir), {"params": variables["params"],
-                                         "batch_stats": variables["batch_stats"]},
-                          {"model": model_name, "num_classes": num_classes})
-  return str(workdir)
+from tests.random_teachers import INFO, export_random_teacher
 
 
 def kd_config(teacher_dir, method="kd"):

@@ -7,34 +7,19 @@ empty, so every parameter moves by −lr·(∂L/∂W + wd·W).
 
 import importlib.util
 import os
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import checkpoint, config_validation, models, pipeline, recipes, train
+from jaxkd import config_validation, pipeline, recipes, train
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc, projector
 
-INFO = types.SimpleNamespace(num_classes=10, image_shape=(8, 8, 1))
+from tests.random_teachers import INFO, export_random_teacher, random_batch
 LR, WD = 0.05, 5e-4
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
-
-
-def export_random_teacher(workdir, model_name, seed):
-  module = models.create_model(model_name, INFO.num_classes, conv_impl="xla")
-  variables = module.init(jax.random.key(seed), jnp.zeros((1, *INFO.image_shape)), train=False)
-  checkpoint.export_model(str(workdir), dict(variables),
-                          {"model": model_name, "num_classes": INFO.num_classes})
-  return str(workdir)
-
-
-def random_batch(seed, batch_size=16):
-  rng = np.random.default_rng(seed)
-  return {"image": rng.normal(size=(batch_size, *INFO.image_shape)).astype(np.float32),
-          "label": rng.integers(0, INFO.num_classes, size=batch_size).astype(np.int32)}
 
 
 def build(tmp_path_factory, teachers=("cnn_large",), **hparams):

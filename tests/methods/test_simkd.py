@@ -14,11 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxkd import checkpoint, config_schema, models, recipes, train
+from jaxkd import config_schema, recipes, train
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc, projector, simkd
 
-INFO = types.SimpleNamespace(num_classes=10, image_shape=(8, 8, 1))
+from tests.random_teachers import INFO, export_random_teacher, random_batch
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
@@ -33,20 +33,6 @@ def numpy_adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
       w0, w1 = math.floor(j * width / out_w), math.ceil((j + 1) * width / out_w)
       out[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
   return out
-
-
-def export_random_teacher(workdir, model_name="cnn_large", seed=1):
-  module = models.create_model(model_name, INFO.num_classes, conv_impl="xla")
-  variables = module.init(jax.random.key(seed), jnp.zeros((1, *INFO.image_shape)), train=False)
-  checkpoint.export_model(str(workdir), dict(variables),
-                          {"model": model_name, "num_classes": INFO.num_classes})
-  return str(workdir)
-
-
-def random_batch(seed, batch_size=16):
-  rng = np.random.default_rng(seed)
-  return {"image": rng.normal(size=(batch_size, *INFO.image_shape)).astype(np.float32),
-          "label": rng.integers(0, INFO.num_classes, size=batch_size).astype(np.int32)}
 
 
 @pytest.mark.parametrize("in_size,out_size", [((5, 7), (3, 2)), ((4, 4), (2, 2)), ((6, 3), (4, 3))])
