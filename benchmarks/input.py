@@ -27,7 +27,6 @@ from jaxkd import data, recipes, reporting
 from jaxkd import step as step_lib
 
 INPUT_PATHS = ("device", "tfdata")
-RESULTS_SECTION = "benchmarks.input"
 # Batches are cheap next to steps: many more of them make a round.
 INPUT_FULL = common.Repetitions(rounds=5, steps_per_round=50, warmup_steps=5)
 INPUT_QUICK = common.Repetitions(rounds=2, steps_per_round=10, warmup_steps=2)
@@ -148,9 +147,10 @@ def run_from_args(args: argparse.Namespace,
              f"Input: {input_reps.rounds} rounds of {input_reps.steps_per_round} batches after "
              f"{input_reps.warmup_steps} warm-up batches; train step: {step_reps.rounds} rounds "
              f"of {step_reps.steps_per_round} step(s); median images/s"]
-    lines = ["## Input paths", "", *common.run_description(
+    lines = [f"## Input paths on {jax.default_backend()}", "", *common.run_description(
         common.command_line("benchmarks.input", argv), hardware, extra), "", *table]
-    common.write_results_section(RESULTS_SECTION, lines, args.results_path)
+    common.write_results_section(f"benchmarks.input.{jax.default_backend()}", lines,
+                                 args.results_path)
   return results, step_result
 
 

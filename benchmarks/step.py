@@ -14,7 +14,13 @@ jax spent compiling are reported; then rounds of steps alternate with the PyTorc
 reference (jax, torch, jax, torch, ...) and each side's median images/s is reported.
 The step must not compile again after its first call: a recompilation fails the case.
 On a GPU the step runs in bfloat16 (`config.half_precision`) and PyTorch with bf16
-autocast and channels_last.
+autocast and channels_last; `--precision fp32,bf16` times both.
+
+Each row also gives the model FLOP/s and the MFU against the device's measured matrix
+product rate (bf16 on accelerators, float32 on the CPU; see `benchmarks.flops`).
+`--conv-impl xla,auto` times XLA's convolutions next to jaxkd's default choice (on the
+CPU, the tap-sum convolutions of `jaxkd.ops.cpu_conv`). Each backend has its own section
+of RESULTS.md, so CPU and GPU figures stand side by side.
 """
 
 import argparse
@@ -32,13 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from benchmarks import flops
 from jaxkd import checkpoint, data, methods, models, recipes, reporting, train
 from jaxkd import step as step_lib
 from jaxkd.methods import base
+from jaxkd.models import layers
 
 PAIRS = (("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2"))
 BASELINE_METHODS = ("ce", "kd", "dkd")
-RESULTS_SECTION = "benchmarks.step"
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -62,11 +69,26 @@ class StepCase:
     return methods.METHODS.get(self.method).teacher_mode is not base.TeacherMode.NONE
 
   @property
+  def trains_teacher(self) -> bool:
+    return methods.METHODS.get(self.method).teacher_mode is base.TeacherMode.TRAINABLE
+
+  @property
   def models_text(self) -> str:
     return f"{self.teacher} → {self.student}" if self.uses_teacher else self.student
 
   def label(self) -> str:
-    return f"{self.method} {self.models_text} batch {self.batch_size} {self.precision}"
+    return (f"{self.method} {self.models_text} batch {self.batch_size} {self.precision} "
+            f"conv {self.conv_text}")
+
+  @property
+  def conv_text(self) -> str:
+    """The convolution used: `conv_impl` resolved on this backend ("xla" or "cpu")."""
+    return layers.conv_impl_name(self.conv_impl)
+
+  def training_flops_per_image(self) -> float:
+    return flops.training_flops_per_image(
+        self.student, self.teacher if self.uses_teacher else None, self.trains_teacher,
+        self.dataset)
 
   @property
   def precision(self) -> str:
@@ -83,6 +105,7 @@ class StepResult:
   recompilations: int | None = None
   final_loss: float | None = None
   torch_images_per_s: float | None = None
+  flops_per_image: float | None = None
   error: str | None = None
 
   @property
@@ -90,6 +113,12 @@ class StepResult:
     if self.jax_images_per_s is None or not self.torch_images_per_s:
       return None
     return self.jax_images_per_s / self.torch_images_per_s
+
+  @property
+  def model_flops_per_s(self) -> float | None:
+    if self.jax_images_per_s is None or self.flops_per_image is None:
+      return None
+    return self.jax_images_per_s * self.flops_per_image
 
 
 class TeacherExports:
@@ -194,6 +223,7 @@ def measure(case: StepCase, reps: common.Repetitions, teachers: TeacherExports, 
   if torch_seconds:
     result.torch_images_per_s = common.median_rate(images, torch_seconds)
   result.final_loss = float(jax_step.metrics["loss"])
+  result.flops_per_image = case.training_flops_per_image()
   return result
 
 
@@ -210,8 +240,11 @@ def _torch_step(case: StepCase, info: data.DatasetInfo, options):
 
 
 def run_cases(cases: Sequence[StepCase], reps: common.Repetitions, torch_options=None,
-              log=print) -> list[StepResult]:
-  """Measures every case; a failing case is reported with its error and the others still run."""
+              log=print, on_result=None) -> list[StepResult]:
+  """Measures every case; a failing case is reported with its error and the others still run.
+
+  `on_result(result)`, if given, is called after each case (to save partial results).
+  """
   mesh = step_lib.create_mesh()
   results = []
   with tempfile.TemporaryDirectory(prefix="jaxkd_benchmark_teachers_") as root:
@@ -225,6 +258,8 @@ def run_cases(cases: Sequence[StepCase], reps: common.Repetitions, torch_options
         result = StepResult(case, error=f"{type(error).__name__}: {error}")
       log(format_result(result))
       results.append(result)
+      if on_result is not None:
+        on_result(result)
   return results
 
 
@@ -248,19 +283,39 @@ def format_result(result: StepResult) -> str:
   return text
 
 
-def results_table(results: Sequence[StepResult]) -> list[str]:
-  headers = ("method", "teacher → student", "batch", "precision", "JAX images/s", "compile s",
-             "recompilations", "PyTorch images/s", "JAX / PyTorch")
+def results_table(results: Sequence[StepResult], peak_flops_per_s: float | None) -> list[str]:
+  """One row per case; MFU is left out (a dash) when no peak rate was measured."""
+  headers = ("method", "teacher → student", "batch", "precision", "conv", "JAX images/s",
+             "compile s", "recompilations", "PyTorch images/s", "JAX / PyTorch",
+             "JAX model TFLOP/s", "MFU")
   number = common.format_number
   rows = []
   for r in results:
-    case = (r.case.method, r.case.models_text, str(r.case.batch_size), r.case.precision)
+    case = (r.case.method, r.case.models_text, str(r.case.batch_size), r.case.precision,
+            r.case.conv_text)
     if r.error:
-      rows.append((*case, f"failed: {r.error}", "—", "—", "—", "—"))
+      rows.append((*case, f"failed: {r.error}", *("—",) * 6))
       continue
+    tflops = r.model_flops_per_s / 1e12 if r.model_flops_per_s is not None else None
+    mfu = (f"{100 * r.model_flops_per_s / peak_flops_per_s:.1f}%"
+           if peak_flops_per_s and r.model_flops_per_s is not None else "—")
     rows.append((*case, number(r.jax_images_per_s), number(r.compile_seconds),
-                 str(r.recompilations), number(r.torch_images_per_s), number(r.ratio, 2)))
+                 str(r.recompilations), number(r.torch_images_per_s), number(r.ratio, 2),
+                 number(tflops, 3), mfu))
   return common.markdown_table(headers, rows)
+
+
+def measure_peak(on_cpu: bool) -> tuple[float, str]:
+  """The device's measured matrix-product rate (FLOP/s) and a line that says how."""
+  if on_cpu:
+    dtype, size, repeats = jnp.float32, 1024, 4
+  else:
+    dtype, size, repeats = jnp.bfloat16, 8192, 10
+  rate = flops.measure_matmul_flops_per_s(dtype, size, repeats)
+  name = jnp.dtype(dtype).name
+  return rate, (f"MFU against the measured {name} matrix-product rate, "
+                f"{rate / 1e12:.3g} TFLOP/s ({size}×{size}×{size}); model FLOPs = "
+                "3·F(student) + F(frozen teacher), 2 × multiply-adds of convolutions and matrix products (benchmarks/flops.py)")
 
 
 def method_names(text: str) -> list[str]:
@@ -296,6 +351,23 @@ def resolve_bf16(precision: str) -> bool:
   return precision == "bf16"
 
 
+def comma_list(text: str, valid: Sequence[str], flag: str) -> list[str]:
+  """The items of a comma list, each checked against `valid`."""
+  items = [item.strip() for item in text.split(",") if item.strip()]
+  for item in items:
+    if item not in valid:
+      raise SystemExit(f"{flag}: unknown value '{item}'; valid: {', '.join(valid)}")
+  if not items:
+    raise SystemExit(f"{flag} is empty")
+  return items
+
+
+def results_section(tag: str = "") -> str:
+  """This harness's RESULTS.md section for JAX's default backend (cpu, gpu or tpu), and a tag
+  that keeps runs of other settings (say a larger batch) apart."""
+  return f"benchmarks.step.{jax.default_backend()}" + (f".{tag}" if tag else "")
+
+
 def torch_options(args: argparse.Namespace, bf16: bool):
   """The PyTorch reference's settings: CUDA + channels_last when jax runs on a GPU."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -325,10 +397,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--batch", type=int, default=64, help="global batch size")
   parser.add_argument("--dataset", default="cifar100",
                       help="data set whose image shape and classes the synthetic batch has")
-  parser.add_argument("--conv-impl", default="auto", help="jaxkd's config.conv_impl")
+  parser.add_argument("--conv-impl", default="auto",
+                      help="jaxkd's config.conv_impl, or a comma list (e.g. xla,auto)")
   parser.add_argument("--compare", choices=("none", "torch"), default="none")
-  parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                      help="auto: bf16 on a GPU, float32 on the CPU")
+  parser.add_argument("--precision", default="auto",
+                      help="auto (bf16 on a GPU, float32 on the CPU), fp32, bf16, "
+                           "or a comma list (fp32,bf16)")
+  parser.add_argument("--no-mfu", action="store_true",
+                      help="skip measuring the device's matrix-product rate (no MFU column)")
   parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch CPU threads")
   parser.add_argument("--channels-last", action="store_true",
                       help="PyTorch in channels_last memory format (always on a GPU)")
@@ -340,6 +416,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--write-results", action="store_true",
                       help="regenerate this harness's section of benchmarks/RESULTS.md")
   parser.add_argument("--results-path", default=common.RESULTS_PATH)
+  parser.add_argument("--results-tag", default="",
+                      help="a RESULTS.md section of its own for this run (e.g. batch512)")
   return parser.parse_args(argv)
 
 
@@ -347,27 +425,55 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> list[StepRes
   """Measures what the command line asks for, prints a table, and writes RESULTS.md if asked."""
   if args.compare == "torch" and importlib.util.find_spec("torch") is None:
     raise SystemExit("--compare torch needs PyTorch: pip install -r benchmarks/requirements.txt")
-  bf16 = resolve_bf16(args.precision)
-  cases = [StepCase(method, teacher, student, args.batch, bf16, args.dataset, args.conv_impl)
-           for teacher, student in pairs(args.pair, args.teacher, args.student)
-           for method in method_names(args.method)]
-  options = torch_options(args, bf16) if args.compare == "torch" else None
+  precisions = list(dict.fromkeys(
+      resolve_bf16(p) for p in comma_list(args.precision, PRECISIONS, "--precision")))
+  conv_impls = comma_list(args.conv_impl, layers.CONV_IMPLS, "--conv-impl")
   reps = common.repetitions(args.quick, args.rounds, args.steps)
   hardware = args.device_label or reporting.hardware_description()
   print(f"{hardware}; {reps}", flush=True)
-  results = run_cases(cases, reps, options, log=lambda line: print(line, flush=True))
-  table = results_table(results)
-  print("\n".join(table), flush=True)
-  if args.write_results:
-    extra = [f"jaxkd config.conv_impl: {args.conv_impl} on backend {jax.default_backend()}",
+  peak, peak_line = (None, None) if args.no_mfu else measure_peak(
+      jax.default_backend() == "cpu")
+  if peak_line:
+    print(peak_line, flush=True)
+  cases_per_precision = [
+      [StepCase(method, teacher, student, args.batch, bf16, args.dataset, conv_impl)
+       for teacher, student in pairs(args.pair, args.teacher, args.student)
+       for method in method_names(args.method)
+       for conv_impl in conv_impls]
+      for bf16 in precisions]
+  total = sum(map(len, cases_per_precision))
+  results, torch_lines = [], []
+
+  def write():
+    """(Re)writes this run's RESULTS.md section: after every case, so a killed run keeps
+    what it measured."""
+    extra = [*torch_lines,
+             f"jaxkd on backend {jax.default_backend()}: conv 'cpu' = the tap-sum convolutions "
+             "of jaxkd.ops.cpu_conv, 'xla' = XLA's own",
              f"Repetitions: {reps.rounds} rounds of {reps.steps_per_round} step(s), "
              f"{reps.warmup_steps} warm-up step(s) after the compiling call; median images/s",
              "Data: synthetic batch of the data set's shape; teachers randomly initialised"]
+    if peak_line:
+      extra.append(peak_line)
+    title = f"## Train step on {jax.default_backend()}, batch {args.batch}"
+    if len(results) < total:
+      title += f" (partial: {len(results)} of {total} cases)"
+    lines = [title, "", *common.run_description(
+        common.command_line("benchmarks.step", argv), hardware, extra), "",
+             *results_table(results, peak)]
+    common.write_results_section(results_section(args.results_tag), lines, args.results_path)
+
+  def record(result: StepResult) -> None:
+    results.append(result)
+    if args.write_results:
+      write()
+
+  for bf16, cases in zip(precisions, cases_per_precision):
+    options = torch_options(args, bf16) if args.compare == "torch" else None
     if options is not None:
-      extra.insert(0, torch_description(options))
-    lines = ["## Train step", "", *common.run_description(
-        common.command_line("benchmarks.step", argv), hardware, extra), "", *table]
-    common.write_results_section(RESULTS_SECTION, lines, args.results_path)
+      torch_lines.append(torch_description(options))
+    run_cases(cases, reps, options, log=lambda line: print(line, flush=True), on_result=record)
+  print("\n".join(results_table(results, peak)), flush=True)
   return results
 
 

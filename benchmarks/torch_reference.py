@@ -245,6 +245,8 @@ class TorchTrainStep:
     torch.manual_seed(seed)
     self.method, self.hparams, self.options = method, dict(hparams), options
     self.device = torch.device(options.device)
+    if self.device.type == "cuda":
+      torch.backends.cudnn.benchmark = True  # Autotuned kernels, as fast PyTorch code runs.
     self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     self.student = self._place(create_model(student, num_classes)).train()
     self.teacher = None

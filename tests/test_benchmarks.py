@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import common
+from benchmarks import flops
 from benchmarks import step as step_benchmark
 from jaxkd import losses, models
 
@@ -33,9 +34,14 @@ def test_step_harness_times_ce_on_resnet8_without_recompiling(tmp_path, capsys):
     assert result.ratio == pytest.approx(result.jax_images_per_s / result.torch_images_per_s)
   text = results_path.read_text()
   assert text.startswith(common.RESULTS_TITLE)
-  assert "| ce | resnet8 | 8 | fp32 |" in text
+  assert "<!-- begin benchmarks.step.cpu -->" in text
+  assert "| ce | resnet8 | 8 | fp32 | cpu |" in text
   assert "python -m benchmarks.step --method ce --student resnet8" in text
-  assert "| ce | resnet8 | 8 | fp32 |" in capsys.readouterr().out
+  assert "| ce | resnet8 | 8 | fp32 | cpu |" in capsys.readouterr().out
+  row = next(line for line in text.splitlines() if line.startswith("| ce | resnet8 |"))
+  tflops, mfu = (cell.strip() for cell in row.strip("|").split("|")[-2:])
+  assert float(tflops) > 0 and mfu.endswith("%") and 0 < float(mfu[:-1]) < 100
+  assert "MFU against the measured float32 matrix-product rate" in text
 
 
 def test_distillation_step_loads_exported_random_teacher_and_compiles_once():
@@ -45,6 +51,33 @@ def test_distillation_step_loads_exported_random_teacher_and_compiles_once():
   assert result.recompilations == 0
   assert result.jax_images_per_s > 0
   assert result.torch_images_per_s is None  # No PyTorch reference was asked for.
+
+
+def test_training_flops_count_student_three_times_and_a_frozen_teacher_once():
+  student = flops.forward_flops("resnet20", "cifar100")
+  teacher = flops.forward_flops("resnet56", "cifar100")
+  # Multiply-adds summed by hand from the architectures (convolutions + classifier):
+  # resnet20 40,818,944 and resnet56 125,753,600 (2 FLOPs each).
+  assert student == 2 * 40_818_944
+  assert teacher == 2 * 125_753_600
+  assert flops.training_flops_per_image("resnet20", "resnet56", False, "cifar100") == (
+      pytest.approx(3 * student + teacher))
+  assert flops.training_flops_per_image("resnet20", "resnet56", True, "cifar100") == (
+      pytest.approx(3 * student + 3 * teacher))
+  assert flops.training_flops_per_image("resnet20", None, False, "cifar100") == (
+      pytest.approx(3 * student))
+
+
+def test_matmul_rate_is_positive_and_below_a_cpu_bound():
+  rate = flops.measure_matmul_flops_per_s(jnp.float32, size=128, repeats=2, rounds=2)
+  assert 1e6 < rate < 1e13
+
+
+def test_precision_and_conv_lists_are_checked():
+  assert step_benchmark.comma_list("fp32, bf16", step_benchmark.PRECISIONS, "--precision") == [
+      "fp32", "bf16"]
+  with pytest.raises(SystemExit, match="--conv-impl: unknown value 'winograd'"):
+    step_benchmark.comma_list("xla,winograd", ("auto", "xla", "cpu"), "--conv-impl")
 
 
 def test_compile_counter_counts_each_new_shape_once():

@@ -20,8 +20,8 @@ ModuleDef = Any
 CONV_IMPLS = ("auto", "xla", "cpu")
 
 
-def resolve_conv_impl(conv_impl: str) -> Callable[..., jax.Array]:
-  """Returns the `lax.conv_general_dilated`-compatible function named by `conv_impl`.
+def conv_impl_name(conv_impl: str) -> str:
+  """"xla" or "cpu": what `conv_impl` means on JAX's default backend.
 
   "xla" is XLA's convolution, "cpu" the tap-sum convolution of `jaxkd.ops.cpu_conv`
   (faster on XLA:CPU), and "auto" picks "cpu" when JAX's default backend is the CPU
@@ -30,8 +30,13 @@ def resolve_conv_impl(conv_impl: str) -> Callable[..., jax.Array]:
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv_impl '{conv_impl}'; valid: {', '.join(CONV_IMPLS)}")
   if conv_impl == "auto":
-    conv_impl = "cpu" if jax.default_backend() == "cpu" else "xla"
-  if conv_impl == "cpu":
+    return "cpu" if jax.default_backend() == "cpu" else "xla"
+  return conv_impl
+
+
+def resolve_conv_impl(conv_impl: str) -> Callable[..., jax.Array]:
+  """Returns the `lax.conv_general_dilated`-compatible function named by `conv_impl`."""
+  if conv_impl_name(conv_impl) == "cpu":
     return cpu_conv.conv_general_dilated
   return jax.lax.conv_general_dilated
 
