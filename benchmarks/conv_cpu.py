@@ -2,16 +2,21 @@
 
     python -m benchmarks.conv_cpu                       # layers, then resnet8x4
     python -m benchmarks.conv_cpu --models resnet8x4 MobileNetV2 ShuffleV1 --rounds 5
+    python -m benchmarks.conv_cpu --compare torch --models   # layers only, PyTorch beside
 
 Layers: forward, input gradient, weight gradient and `value_and_grad` of Σ y² for CIFAR
 batch-64 geometries of the zoo. Models: a cross-entropy train step (forward + CE + grad,
 batch 64, 100 classes) with `conv_impl="xla"` and `"cpu"`. Each timing is the median of
 `--rounds` calls after one warm-up call; the two implementations alternate call by call,
-so that load from other processes falls on both alike.
+so that load from other processes falls on both alike. `--compare torch` adds PyTorch's
+CPU convolution (oneDNN, NCHW) for each layer piece, timed in the same alternation, and
+the GFLOP/s of the faster jaxkd choice and of PyTorch (2 FLOPs per multiply-add).
 """
 
 import argparse
+import importlib
 import statistics
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -21,6 +26,8 @@ import numpy as np
 import optax
 from jax import lax
 
+from benchmarks import common
+from jaxkd import reporting
 from jaxkd.ops import cpu_conv
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -76,14 +83,69 @@ def layer_pieces(conv, layer) -> dict[str, Callable[[], object]]:
   }
 
 
-def bench_layers(names: Sequence[str], rounds: int) -> None:
-  print("| layer | piece | xla ms | cpu ms | speed-up |\n|---|---|---|---|---|")
+def torch_layer_pieces(layer) -> dict[str, Callable[[], object]]:
+  """The same four pieces with PyTorch's CPU convolution (NCHW, its native layout)."""
+  torch = importlib.import_module("torch")
+  batch, size, ci, co, k, stride, pad, groups = layer
+  generator = torch.Generator().manual_seed(0)
+  x = torch.randn(batch, ci, size, size, generator=generator)
+  w = torch.randn(co, ci // groups, k, k, generator=generator)
+  conv = lambda x, w: torch.nn.functional.conv2d(x, w, None, stride, pad, 1, groups)
+  g = torch.randn(conv(x, w).shape, generator=generator)
+
+  def value_and_grad():
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    value = (conv(xr, wr) ** 2).sum()
+    value.backward()
+    return value, xr.grad, wr.grad
+
+  with_grad = lambda fn: (lambda: _no_grad_call(torch, fn))
+  return {
+      "forward": with_grad(lambda: conv(x, w)),
+      "input_grad": with_grad(lambda: torch.nn.grad.conv2d_input(
+          x.shape, w, g, stride, pad, 1, groups)),
+      "weight_grad": with_grad(lambda: torch.nn.grad.conv2d_weight(
+          x, w.shape, g, stride, pad, 1, groups)),
+      "value_and_grad": value_and_grad,
+  }
+
+
+def _no_grad_call(torch, fn):
+  with torch.no_grad():
+    return fn()
+
+
+def layer_flops(layer, piece: str) -> float:
+  """2 × multiply-adds of one piece (forward, input grad and weight grad cost the same)."""
+  batch, size, ci, co, k, stride, pad, groups = layer
+  out = (size + 2 * pad - k) // stride + 1
+  one = 2.0 * batch * out * out * co * k * k * ci / groups
+  return 3 * one if piece == "value_and_grad" else one
+
+
+def bench_layers(names: Sequence[str], rounds: int, compare_torch: bool) -> list[str]:
+  """Prints (and returns) the per-layer table."""
+  header = "| layer | piece | xla ms | cpu ms | speed-up |"
+  if compare_torch:
+    header += " torch ms | jaxkd best GFLOP/s | torch GFLOP/s | jaxkd best / torch |"
+  lines = [header, "|" + "---|" * (header.count("|") - 1)]
+  print("\n".join(lines))
   for name in names:
     pieces = {impl: layer_pieces(conv, LAYERS[name]) for impl, conv in IMPLS.items()}
+    if compare_torch:
+      pieces["torch"] = torch_layer_pieces(LAYERS[name])
     for piece in pieces["xla"]:
-      ms = time_alternating({impl: pieces[impl][piece] for impl in IMPLS}, rounds)
-      print(f"| {name} | {piece} | {ms['xla']:.1f} | {ms['cpu']:.1f} | "
-            f"{ms['xla'] / ms['cpu']:.2f}× |", flush=True)
+      ms = time_alternating({impl: pieces[impl][piece] for impl in pieces}, rounds)
+      line = (f"| {name} | {piece} | {ms['xla']:.1f} | {ms['cpu']:.1f} | "
+              f"{ms['xla'] / ms['cpu']:.2f}× |")
+      if compare_torch:
+        best = min(ms["xla"], ms["cpu"])
+        gflop = layer_flops(LAYERS[name], piece) / 1e9
+        line += (f" {ms['torch']:.1f} | {gflop / best * 1e3:.0f} | "
+                 f"{gflop / ms['torch'] * 1e3:.0f} | {ms['torch'] / best:.2f} |")
+      print(line, flush=True)
+      lines.append(line)
+  return lines
 
 
 def model_step(model_name: str, conv_impl: str, batch: int) -> Callable[[], object]:
@@ -106,12 +168,18 @@ def model_step(model_name: str, conv_impl: str, batch: int) -> Callable[[], obje
   return lambda: step(variables, images, labels)
 
 
-def bench_models(names: Sequence[str], batch: int, rounds: int) -> None:
-  print(f"\n| model (CE step, batch {batch}) | xla img/s | cpu img/s | speed-up |\n|---|---|---|---|")
+def bench_models(names: Sequence[str], batch: int, rounds: int) -> list[str]:
+  """Prints (and returns) the per-model table."""
+  lines = [f"| model (CE step, batch {batch}) | xla img/s | cpu img/s | speed-up |",
+           "|---|---|---|---|"]
+  print("\n" + "\n".join(lines))
   for name in names:
     ms = time_alternating({impl: model_step(name, impl, batch) for impl in IMPLS}, rounds)
-    print(f"| {name} | {batch / ms['xla'] * 1e3:.1f} | {batch / ms['cpu'] * 1e3:.1f} | "
-          f"{ms['xla'] / ms['cpu']:.2f}× |", flush=True)
+    line = (f"| {name} | {batch / ms['xla'] * 1e3:.1f} | {batch / ms['cpu'] * 1e3:.1f} | "
+            f"{ms['xla'] / ms['cpu']:.2f}× |")
+    print(line, flush=True)
+    lines.append(line)
+  return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -120,12 +188,30 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--models", nargs="*", default=["resnet8x4"])
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument("--compare", choices=("none", "torch"), default="none",
+                      help="time PyTorch's CPU convolution beside each layer piece")
+  parser.add_argument("--write-results", action="store_true",
+                      help="regenerate this harness's section of benchmarks/RESULTS.md")
+  parser.add_argument("--results-path", default=common.RESULTS_PATH)
   args = parser.parse_args(argv)
   print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__}")
+  tables = []
   if args.layers:
-    bench_layers(args.layers, args.rounds)
+    tables += [bench_layers(args.layers, args.rounds, args.compare == "torch"), [""]]
   if args.models:
-    bench_models(args.models, args.batch, args.rounds)
+    tables += [bench_models(args.models, args.batch, args.rounds), [""]]
+  if args.write_results:
+    extra = [f"Median of {args.rounds} calls after a warm-up, implementations alternating; "
+             "'cpu' = jaxkd.ops.cpu_conv, 'xla' = lax.conv_general_dilated"]
+    if args.compare == "torch":
+      torch = importlib.import_module("torch")
+      extra.append(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, NCHW")
+    argv = sys.argv[1:] if argv is None else argv
+    lines = ["## Convolutions on the CPU: XLA, jaxkd's tap sums and PyTorch", "",
+             *common.run_description(common.command_line("benchmarks.conv_cpu", argv),
+                                     reporting.hardware_description(), extra), "",
+             *(line for table in tables for line in table)]
+    common.write_results_section("benchmarks.conv_cpu", lines[:-1], args.results_path)
 
 
 if __name__ == "__main__":

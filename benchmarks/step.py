@@ -14,7 +14,10 @@ jax spent compiling are reported; then rounds of steps alternate with the PyTorc
 reference (jax, torch, jax, torch, ...) and each side's median images/s is reported.
 The step must not compile again after its first call: a recompilation fails the case.
 On a GPU the step runs in bfloat16 (`config.half_precision`) and PyTorch with bf16
-autocast and channels_last; `--precision fp32,bf16` times both.
+autocast and channels_last; `--precision fp32,bf16` times both. "fp32" on an NVIDIA GPU
+lets both sides use TF32 tensor cores for convolutions (XLA's default precision, and
+PyTorch's default `torch.backends.cudnn.allow_tf32`); PyTorch runs eager, with
+`cudnn.benchmark` on.
 
 Each row also gives the model FLOP/s and the MFU against the device's measured matrix
 product rate (bf16 on accelerators, float32 on the CPU; see `benchmarks.flops`).

@@ -150,3 +150,30 @@ def test_torch_reference_losses_equal_jaxkd_losses():
   ce = float(jnp.mean(losses.cross_entropy(student, labels)))
   expected = ce + 5 / 20 * (float(jnp.mean(expected_tckd)) + 8 * float(jnp.mean(expected_nckd)))
   np.testing.assert_allclose(total.item(), expected, rtol=1e-5)
+
+
+def test_conv_benchmark_writes_layer_and_model_tables(tmp_path):
+  from benchmarks import conv_cpu
+  path = tmp_path / "RESULTS.md"
+  argv = ["--layers", "1x1 16x16 96->24 s1", "--models", "resnet8", "--rounds", "1",
+          "--write-results", "--results-path", str(path)]
+  if HAS_TORCH:
+    argv += ["--compare", "torch"]
+  conv_cpu.main(argv)
+  text = path.read_text()
+  pieces = [line for line in text.splitlines() if line.startswith("| 1x1 16x16 96->24 s1 |")]
+  assert [line.split("|")[2].strip() for line in pieces] == [
+      "forward", "input_grad", "weight_grad", "value_and_grad"]
+  assert all(len(line.split("|")) == (11 if HAS_TORCH else 7) for line in pieces)
+  assert "| resnet8 |" in text
+
+
+def test_conv_layer_flops_count_multiply_adds_twice():
+  from benchmarks import conv_cpu
+  # 64 images, 16×16 outputs, 24 output channels, 96 inputs: 2 FLOPs per multiply-add.
+  assert conv_cpu.layer_flops(conv_cpu.LAYERS["1x1 16x16 96->24 s1"], "forward") == (
+      2 * 64 * 16 * 16 * 24 * 96)
+  # Stride 2 halves each side; the grouped kernel sees in/groups channels.
+  assert conv_cpu.layer_flops((64, 16, 60, 60, 3, 2, 1, 3), "weight_grad") == (
+      2 * 64 * 8 * 8 * 60 * 9 * 20)
+  assert conv_cpu.layer_flops((1, 4, 2, 2, 1, 1, 0, 1), "value_and_grad") == 3 * 2 * 16 * 4
