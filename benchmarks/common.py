@@ -83,6 +83,17 @@ class CompileCounter:
     monitoring.unregister_event_duration_listener(self._listen)
 
 
+def comma_list(text: str, valid: Sequence[str], flag: str) -> list[str]:
+  """The items of a command-line comma list, each checked against `valid`."""
+  items = [item.strip() for item in text.split(",") if item.strip()]
+  for item in items:
+    if item not in valid:
+      raise SystemExit(f"{flag}: unknown value '{item}'; valid: {', '.join(valid)}")
+  if not items:
+    raise SystemExit(f"{flag} is empty")
+  return items
+
+
 def median_rate(images_per_round: int, round_seconds: Sequence[float]) -> float:
   """Median over rounds of images_per_round / seconds."""
   return statistics.median(images_per_round / seconds for seconds in round_seconds)

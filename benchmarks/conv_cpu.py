@@ -99,20 +99,15 @@ def torch_layer_pieces(layer) -> dict[str, Callable[[], object]]:
     value.backward()
     return value, xr.grad, wr.grad
 
-  with_grad = lambda fn: (lambda: _no_grad_call(torch, fn))
+  no_grad = torch.no_grad()  # A decorator too: the pieces below record no autograd graph.
   return {
-      "forward": with_grad(lambda: conv(x, w)),
-      "input_grad": with_grad(lambda: torch.nn.grad.conv2d_input(
+      "forward": no_grad(lambda: conv(x, w)),
+      "input_grad": no_grad(lambda: torch.nn.grad.conv2d_input(
           x.shape, w, g, stride, pad, 1, groups)),
-      "weight_grad": with_grad(lambda: torch.nn.grad.conv2d_weight(
+      "weight_grad": no_grad(lambda: torch.nn.grad.conv2d_weight(
           x, w.shape, g, stride, pad, 1, groups)),
       "value_and_grad": value_and_grad,
   }
-
-
-def _no_grad_call(torch, fn):
-  with torch.no_grad():
-    return fn()
 
 
 def layer_flops(layer, piece: str) -> float:
@@ -197,9 +192,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__}")
   tables = []
   if args.layers:
-    tables += [bench_layers(args.layers, args.rounds, args.compare == "torch"), [""]]
+    tables.append(bench_layers(args.layers, args.rounds, args.compare == "torch"))
   if args.models:
-    tables += [bench_models(args.models, args.batch, args.rounds), [""]]
+    tables.append(bench_models(args.models, args.batch, args.rounds))
   if args.write_results:
     extra = [f"Median of {args.rounds} calls after a warm-up, implementations alternating; "
              "'cpu' = jaxkd.ops.cpu_conv, 'xla' = lax.conv_general_dilated"]
@@ -209,9 +204,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     lines = ["## Convolutions on the CPU: XLA, jaxkd's tap sums and PyTorch", "",
              *common.run_description(common.command_line("benchmarks.conv_cpu", argv),
-                                     reporting.hardware_description(), extra), "",
-             *(line for table in tables for line in table)]
-    common.write_results_section("benchmarks.conv_cpu", lines[:-1], args.results_path)
+                                     reporting.hardware_description(), extra)]
+    for table in tables:
+      lines += ["", *table]
+    common.write_results_section("benchmarks.conv_cpu", lines, args.results_path)
 
 
 if __name__ == "__main__":

@@ -115,10 +115,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def run_from_args(args: argparse.Namespace,
                   argv: Sequence[str]) -> tuple[list[InputResult], step_benchmark.StepResult]:
   """Measures each input path and the train step, prints a table, writes RESULTS.md if asked."""
-  paths = [path.strip() for path in args.paths.split(",") if path.strip()]
-  for path in paths:
-    if path not in INPUT_PATHS:
-      raise SystemExit(f"unknown input path '{path}'; valid: {', '.join(INPUT_PATHS)}")
+  paths = common.comma_list(args.paths, INPUT_PATHS, "--paths")
   mesh = step_lib.create_mesh()
   input_reps = INPUT_QUICK if args.quick else INPUT_FULL
   hardware = args.device_label or reporting.hardware_description()

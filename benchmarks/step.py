@@ -318,7 +318,8 @@ def measure_peak(on_cpu: bool) -> tuple[float, str]:
   name = jnp.dtype(dtype).name
   return rate, (f"MFU against the measured {name} matrix-product rate, "
                 f"{rate / 1e12:.3g} TFLOP/s ({size}×{size}×{size}); model FLOPs = "
-                "3·F(student) + F(frozen teacher), 2 × multiply-adds of convolutions and matrix products (benchmarks/flops.py)")
+                "3·F(student) + F(frozen teacher), 2 × multiply-adds of convolutions and "
+                "matrix products (benchmarks/flops.py)")
 
 
 def method_names(text: str) -> list[str]:
@@ -352,17 +353,6 @@ def resolve_bf16(precision: str) -> bool:
   if precision == "auto":
     return jax.default_backend() != "cpu"
   return precision == "bf16"
-
-
-def comma_list(text: str, valid: Sequence[str], flag: str) -> list[str]:
-  """The items of a comma list, each checked against `valid`."""
-  items = [item.strip() for item in text.split(",") if item.strip()]
-  for item in items:
-    if item not in valid:
-      raise SystemExit(f"{flag}: unknown value '{item}'; valid: {', '.join(valid)}")
-  if not items:
-    raise SystemExit(f"{flag} is empty")
-  return items
 
 
 def results_section(tag: str = "") -> str:
@@ -429,8 +419,8 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> list[StepRes
   if args.compare == "torch" and importlib.util.find_spec("torch") is None:
     raise SystemExit("--compare torch needs PyTorch: pip install -r benchmarks/requirements.txt")
   precisions = list(dict.fromkeys(
-      resolve_bf16(p) for p in comma_list(args.precision, PRECISIONS, "--precision")))
-  conv_impls = comma_list(args.conv_impl, layers.CONV_IMPLS, "--conv-impl")
+      resolve_bf16(p) for p in common.comma_list(args.precision, PRECISIONS, "--precision")))
+  conv_impls = common.comma_list(args.conv_impl, layers.CONV_IMPLS, "--conv-impl")
   reps = common.repetitions(args.quick, args.rounds, args.steps)
   hardware = args.device_label or reporting.hardware_description()
   print(f"{hardware}; {reps}", flush=True)

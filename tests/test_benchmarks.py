@@ -74,10 +74,10 @@ def test_matmul_rate_is_positive_and_below_a_cpu_bound():
 
 
 def test_precision_and_conv_lists_are_checked():
-  assert step_benchmark.comma_list("fp32, bf16", step_benchmark.PRECISIONS, "--precision") == [
+  assert common.comma_list("fp32, bf16", step_benchmark.PRECISIONS, "--precision") == [
       "fp32", "bf16"]
   with pytest.raises(SystemExit, match="--conv-impl: unknown value 'winograd'"):
-    step_benchmark.comma_list("xla,winograd", ("auto", "xla", "cpu"), "--conv-impl")
+    common.comma_list("xla,winograd", ("auto", "xla", "cpu"), "--conv-impl")
 
 
 def test_compile_counter_counts_each_new_shape_once():
