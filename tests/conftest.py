@@ -5,6 +5,27 @@ The flag must be set before JAX initialises its backends, hence at import time h
 
 import os
 
+import pytest
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def cifar100_data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir holding the real CIFAR-100, prepared by `jaxkd.data.prepare` once.
+
+  From cifar-100-binary.tar.gz in $JAXKD_MANUAL_DIR (default <repository>/../shared/data);
+  skipped when it is absent. Prepared into $TFDS_DATA_DIR if set (reused when already
+  prepared there; CI gives each run a fresh one), else into a temporary dir of the session.
+  About 30 s on 2 cores.
+  """
+  from jaxkd.data import cifar10_jpeg_builder, prepare  # pylint: disable=g-import-not-at-top
+  archive = (cifar10_jpeg_builder.default_manual_dir()
+             / prepare.LAYOUTS["cifar100"].archive_name)
+  if not archive.exists():
+    pytest.skip(f"{archive} is absent (set JAXKD_MANUAL_DIR to its folder)")
+  data_dir = os.environ.get("TFDS_DATA_DIR") or str(tmp_path_factory.mktemp("cifar100_tfds"))
+  prepare.prepare("cifar100", archive, data_dir)
+  return data_dir

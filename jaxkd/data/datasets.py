@@ -82,6 +82,14 @@ def _tfds_build_instruction(tfds_name: str) -> str:
           "access (add `--file_format=array_record` for machines without TensorFlow)")
 
 
+def _offline_cifar_instruction(tfds_name: str, archive_name: str) -> str:
+  return (f"put the official {archive_name} in $JAXKD_MANUAL_DIR (default "
+          "<repository>/../shared/data) and a run prepares it itself, or run `python -m "
+          f"jaxkd.data.prepare {tfds_name} --archive <path of {archive_name}> "
+          "--data_dir <data_dir>` (air-gapped machines), or "
+          + _tfds_build_instruction(tfds_name))
+
+
 def _register(source: DatasetSource) -> None:
   _SOURCES.register(source.info.name)(source)
 
@@ -90,12 +98,14 @@ _register(DatasetSource(
     info=DatasetInfo("cifar100", 100, (32, 32, 3), 50_000, 10_000, _CIFAR100_MEAN,
                      _CIFAR100_STD, "cifar"),
     tfds_name="cifar100", train_split="train", eval_split="test", fits_in_memory=True,
-    builder_module=None, how_to_get=_tfds_build_instruction("cifar100")))
+    builder_module=None,
+    how_to_get=_offline_cifar_instruction("cifar100", "cifar-100-binary.tar.gz")))
 _register(DatasetSource(
     info=DatasetInfo("cifar10", 10, (32, 32, 3), 50_000, 10_000, _CIFAR10_MEAN,
                      _CIFAR10_STD, "cifar"),
     tfds_name="cifar10", train_split="train", eval_split="test", fits_in_memory=True,
-    builder_module=None, how_to_get=_tfds_build_instruction("cifar10")))
+    builder_module=None,
+    how_to_get=_offline_cifar_instruction("cifar10", "cifar-10-binary.tar.gz")))
 _register(DatasetSource(
     info=DatasetInfo("fashion_mnist", 10, (28, 28, 1), 60_000, 10_000, (0.2860,),
                      (0.3530,), "none"),

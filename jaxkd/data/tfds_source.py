@@ -9,14 +9,20 @@ On a machine without TensorFlow, standard data sets must therefore have been pre
 `--file_format=array_record` (or converted with `tfds convert_format`).
 
 Missing data raises `MissingDatasetError` naming the data set, the data_dir and the way to
-get it. Builders of our own are built on first use; standard builders are never downloaded
-from inside a run (a failing download retries for minutes, and every host would try it).
+get it. Builders of our own are built on first use; `cifar100` and `cifar10` are prepared on
+first use by TFDS's own builder from their official archive when it is in `$JAXKD_MANUAL_DIR`
+(`jaxkd.data.prepare`); standard builders are never downloaded from inside a run (a failing
+download retries for minutes, and every host would try it).
 """
 
+import contextlib
+import fcntl
 import functools
 import importlib
-from typing import Any, Optional
+import pathlib
+from typing import Any, Callable, Iterator, Optional
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -56,19 +62,15 @@ def open_builder(source: datasets.DatasetSource, data_dir: str) -> tfds.core.Dat
                       file_format=_ARRAY_RECORD)
 
 
-def _build_own(source: datasets.DatasetSource, builder: tfds.core.DatasetBuilder) -> None:
-  """Builds one of our builders; those reading an archive define ARCHIVE_NAME and
-  default_manual_dir()."""
-  module = importlib.import_module(source.builder_module)
-  config = tfds.download.DownloadConfig()
-  if hasattr(module, "ARCHIVE_NAME"):
-    manual_dir = module.default_manual_dir()
-    if not (manual_dir / module.ARCHIVE_NAME).exists():
-      raise MissingDatasetError(
-          f"data set '{source.info.name}' is not prepared in data_dir "
-          f"{_data_dir_text(builder)} and {manual_dir / module.ARCHIVE_NAME} does not exist: "
-          f"{source.how_to_get}")
-    config = tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+def _not_prepared(source: datasets.DatasetSource, builder: tfds.core.DatasetBuilder,
+                  reason: str = "") -> MissingDatasetError:
+  return MissingDatasetError(
+      f"data set '{source.info.name}' is not prepared in data_dir {_data_dir_text(builder)}"
+      f"{reason}: {source.how_to_get}")
+
+
+def _build_own(source: datasets.DatasetSource, builder: tfds.core.DatasetBuilder,
+               config: tfds.download.DownloadConfig) -> None:
   try:
     builder.download_and_prepare(download_config=config, file_format=_ARRAY_RECORD)
   except Exception as error:  # pylint: disable=broad-except
@@ -78,28 +80,85 @@ def _build_own(source: datasets.DatasetSource, builder: tfds.core.DatasetBuilder
         f"{source.how_to_get}") from error
 
 
-def prepared_builder(source: datasets.DatasetSource, data_dir: str) -> tfds.core.DatasetBuilder:
-  """Opens the builder and makes sure its data exists, building our own builders if needed.
+def _prepare_from_archive(source: datasets.DatasetSource, builder: tfds.core.DatasetBuilder,
+                          archive: pathlib.Path) -> None:
+  from jaxkd.data import prepare  # pylint: disable=g-import-not-at-top
+  logging.info("Data set '%s' is not prepared in data_dir %s: preparing it once from %s.",
+               source.info.name, _data_dir_text(builder), archive)
+  try:
+    prepare.prepare(source.tfds_name, archive, _data_dir_text(builder))
+  except prepare.PrepareError as error:
+    raise MissingDatasetError(
+        f"data set '{source.info.name}' could not be prepared in data_dir "
+        f"{_data_dir_text(builder)} from {archive} ({error}): {source.how_to_get}") from error
 
-  On several hosts, process 0 builds first and the others wait, so that a shared data_dir is
-  written once; a host whose (local) data_dir is still empty then builds its own copy.
+
+def _preparation(source: datasets.DatasetSource,
+                 builder: tfds.core.DatasetBuilder) -> Callable[[], None]:
+  """What prepares `source` in the builder's data_dir here; MissingDatasetError if nothing can.
+
+  Our own builders are built (those reading an archive define ARCHIVE_NAME and
+  default_manual_dir()); standard builders that `jaxkd.data.prepare` knows are prepared from
+  their official archive in the manual dir (resolved as `cifar10_jpeg_builder` resolves it);
+  other standard builders are never downloaded.
+  """
+  if source.builder_module is not None:
+    module = importlib.import_module(source.builder_module)
+    config = tfds.download.DownloadConfig()
+    if hasattr(module, "ARCHIVE_NAME"):
+      archive = module.default_manual_dir() / module.ARCHIVE_NAME
+      if not archive.exists():
+        raise _not_prepared(source, builder, f" and {archive} does not exist")
+      config = tfds.download.DownloadConfig(manual_dir=str(archive.parent))
+    return functools.partial(_build_own, source, builder, config)
+  from jaxkd.data import cifar10_jpeg_builder, prepare  # pylint: disable=g-import-not-at-top
+  layout = prepare.LAYOUTS.get(source.tfds_name)
+  if layout is None:
+    raise _not_prepared(source, builder)
+  archive = cifar10_jpeg_builder.default_manual_dir() / layout.archive_name
+  if not archive.exists():
+    raise _not_prepared(source, builder, f" and {archive} does not exist")
+  return functools.partial(_prepare_from_archive, source, builder, archive)
+
+
+def prepared_builder(source: datasets.DatasetSource, data_dir: str) -> tfds.core.DatasetBuilder:
+  """Opens the builder and makes sure its data exists, preparing it here if it can.
+
+  Our own builders are built, and `cifar100`/`cifar10` are prepared from their official
+  archive in `$JAXKD_MANUAL_DIR` (default `<repository>/../shared/data`), once: later runs
+  find them prepared. On several hosts, process 0 prepares first and the others wait, so that
+  a shared data_dir is written once; a host whose (local) data_dir is still empty then
+  prepares its own copy. Processes of one machine sharing a data_dir (parallel runs, test
+  workers) take turns through a lock file, and only the first one prepares.
   """
   builder = open_builder(source, data_dir)
   if builder.is_prepared():
     return builder
-  if source.builder_module is None:
-    raise MissingDatasetError(
-        f"data set '{source.info.name}' is not prepared in data_dir "
-        f"{_data_dir_text(builder)}: {source.how_to_get}")
+  prepare_here = _preparation(source, builder)
   if jax.process_count() > 1:
     if jax.process_index() == 0:
-      _build_own(source, builder)
+      with _local_lock(builder):
+        if not open_builder(source, data_dir).is_prepared():
+          prepare_here()
     multihost_utils.sync_global_devices(f"jaxkd_build_{source.tfds_name}")
+  with _local_lock(builder):
     builder = open_builder(source, data_dir)
-    if builder.is_prepared():
-      return builder
-  _build_own(source, builder)
+    if not builder.is_prepared():
+      _preparation(source, builder)()
   return open_builder(source, data_dir)
+
+
+@contextlib.contextmanager
+def _local_lock(builder: tfds.core.DatasetBuilder) -> Iterator[None]:
+  """An exclusive lock on `<data_dir>/.jaxkd_prepare_<name>.lock` for this machine's processes."""
+  root = pathlib.Path(str(builder.data_dir_root))
+  root.mkdir(parents=True, exist_ok=True)
+  with open(root / f".jaxkd_prepare_{builder.name}.lock", "w") as lock_file:
+    fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _available_formats(builder: tfds.core.DatasetBuilder) -> set[Any]:
