@@ -1,7 +1,8 @@
 """The CE / KD / DKD train steps in PyTorch, the reference jaxkd's step is timed against.
 
-Architectures are those of RepDistiller's `resnet.py` and `wrn.py` (NCHW, as PyTorch
-lays them out), with the same parameter counts as jaxkd's zoo entries of the same name.
+Architectures are the CIFAR ResNets and WRNs of `benchmarks.torch_models` (RepDistiller's
+`resnet.py` and `wrn.py`, NCHW as PyTorch lays them out), with the same parameter counts as
+jaxkd's zoo entries of the same name.
 One step is what RepDistiller's `train_distill` does per batch: the teacher in eval mode
 under `no_grad`, the student forward in train mode, the method's loss, backward, and
 `SGD(lr, momentum=0.9, weight_decay=5e-4)` (coupled weight decay on every parameter).
@@ -10,13 +11,15 @@ This module imports no jax: the benchmark harness passes it the method hyperpara
 """
 
 import dataclasses
-import math
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmarks import torch_models
+from benchmarks.torch_models import parameter_count  # pylint: disable=unused-import  (re-export)
 
 TORCH_METHODS = ("ce", "kd", "dkd")
 # Untimed steps before timing: oneDNN (CPU) and cuDNN (GPU) choose and build their kernels,
@@ -26,137 +29,14 @@ WARMUP_STEPS = 3
 _NON_TARGET_OFFSET = 1000.0
 
 
-class BasicBlock(nn.Module):
-  """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
-
-  The shortcut is a 1×1 convolution + BN when the stride or the width changes, else `x`.
-  """
-
-  def __init__(self, in_channels: int, out_channels: int, stride: int):
-    super().__init__()
-    self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(out_channels)
-    self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(out_channels)
-    self.downsample = None
-    if stride != 1 or in_channels != out_channels:
-      self.downsample = nn.Sequential(
-          nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-          nn.BatchNorm2d(out_channels))
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    y = F.relu(self.bn1(self.conv1(x)))
-    y = self.bn2(self.conv2(y))
-    residual = x if self.downsample is None else self.downsample(x)
-    return F.relu(y + residual)
-
-
-class CifarResNet(nn.Module):
-  """RepDistiller's CIFAR ResNet: stem of widths[0], three stages of (depth − 2) / 6 blocks."""
-
-  def __init__(self, depth: int, widths: Sequence[int], num_classes: int):
-    super().__init__()
-    if (depth - 2) % 6:
-      raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
-    blocks_per_stage = (depth - 2) // 6
-    self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(widths[0])
-    blocks, in_channels = [], widths[0]
-    for out_channels, stride in zip(widths[1:], (1, 2, 2)):
-      for index in range(blocks_per_stage):
-        blocks.append(BasicBlock(in_channels, out_channels, stride if index == 0 else 1))
-        in_channels = out_channels
-    self.blocks = nn.Sequential(*blocks)
-    self.fc = nn.Linear(in_channels, num_classes)
-    for module in self.modules():
-      if isinstance(module, nn.Conv2d):
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = self.blocks(F.relu(self.bn1(self.conv1(x))))
-    return self.fc(x.mean(dim=(2, 3)))
-
-
-class WideBasicBlock(nn.Module):
-  """Pre-activation block: a = relu(bn1(x)); conv2(relu(bn2(conv1(a)))) + (x or conv1x1(a)).
-
-  The shortcut is the 1×1 convolution of `a` when the width changes, else `x` itself.
-  """
-
-  def __init__(self, in_channels: int, out_channels: int, stride: int):
-    super().__init__()
-    self.bn1 = nn.BatchNorm2d(in_channels)
-    self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(out_channels)
-    self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-    self.shortcut = None
-    if in_channels != out_channels:
-      self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    activated = F.relu(self.bn1(x))
-    y = self.conv2(F.relu(self.bn2(self.conv1(activated))))
-    return (x if self.shortcut is None else self.shortcut(activated)) + y
-
-
-class WideResNet(nn.Module):
-  """RepDistiller's WRN-depth-k: stem of 16, stages of 16k, 32k, 64k, then BN + ReLU."""
-
-  def __init__(self, depth: int, widen_factor: int, num_classes: int):
-    super().__init__()
-    if (depth - 4) % 6:
-      raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
-    blocks_per_stage = (depth - 4) // 6
-    self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-    blocks, in_channels = [], 16
-    for width, stride in zip((16, 32, 64), (1, 2, 2)):
-      for index in range(blocks_per_stage):
-        out_channels = width * widen_factor
-        blocks.append(WideBasicBlock(in_channels, out_channels, stride if index == 0 else 1))
-        in_channels = out_channels
-    self.blocks = nn.Sequential(*blocks)
-    self.bn = nn.BatchNorm2d(in_channels)
-    self.fc = nn.Linear(in_channels, num_classes)
-    for module in self.modules():
-      if isinstance(module, nn.Conv2d):
-        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-      elif isinstance(module, nn.Linear):
-        nn.init.zeros_(module.bias)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = F.relu(self.bn(self.blocks(self.conv1(x))))
-    return self.fc(x.mean(dim=(2, 3)))
-
-
-_CIFAR_RESNETS = {
-    "resnet8": (8, (16, 16, 32, 64)),
-    "resnet14": (14, (16, 16, 32, 64)),
-    "resnet20": (20, (16, 16, 32, 64)),
-    "resnet32": (32, (16, 16, 32, 64)),
-    "resnet44": (44, (16, 16, 32, 64)),
-    "resnet56": (56, (16, 16, 32, 64)),
-    "resnet110": (110, (16, 16, 32, 64)),
-    "resnet8x4": (8, (32, 64, 128, 256)),
-    "resnet32x4": (32, (32, 64, 128, 256)),
-}
-_WIDE_RESNETS = {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1),
-                 "wrn_40_2": (40, 2)}
-MODEL_NAMES = tuple(sorted((*_CIFAR_RESNETS, *_WIDE_RESNETS)))
+MODEL_NAMES = tuple(sorted((*torch_models.CIFAR_RESNETS, *torch_models.WIDE_RESNETS)))
 
 
 def create_model(name: str, num_classes: int) -> nn.Module:
   """The RepDistiller architecture `name` with `num_classes` outputs."""
-  if name in _CIFAR_RESNETS:
-    return CifarResNet(*_CIFAR_RESNETS[name], num_classes)
-  if name in _WIDE_RESNETS:
-    return WideResNet(*_WIDE_RESNETS[name], num_classes)
-  raise ValueError(f"no PyTorch reference for model '{name}'; valid: {', '.join(MODEL_NAMES)}")
-
-
-def parameter_count(model: nn.Module) -> int:
-  """Number of trainable parameters (batch-norm running statistics excluded)."""
-  return sum(p.numel() for p in model.parameters())
+  if name not in MODEL_NAMES:
+    raise ValueError(f"no PyTorch reference for model '{name}'; valid: {', '.join(MODEL_NAMES)}")
+  return torch_models.create_model(name, num_classes)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

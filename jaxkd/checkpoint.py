@@ -6,6 +6,9 @@ Layout of a workdir:
     export/variables/       the trained model alone (`params`, `batch_stats`)
     export/model.json       what it is: model name, classes, data set, accuracy
 
+A teacher may also be a PyTorch state_dict file in its model's published layout
+(`jaxkd.torch_layout`), imported when loaded.
+
 Orbax writes each checkpoint to a temporary directory and renames it when complete,
 so a run killed mid-save leaves the previous checkpoint intact.
 """
@@ -18,6 +21,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxkd import torch_checkpoint, torch_layout
 
 PyTree = Any
 EXPORT_DIR = "export"
@@ -73,7 +78,13 @@ class CheckpointStore:
 
 def export_model(workdir: str, variables: PyTree, description: dict) -> None:
   """Saves a trained model's variables and what it is, for use as a teacher or deployment."""
-  export_dir = os.path.join(os.path.abspath(workdir), EXPORT_DIR)
+  write_export(os.path.join(os.path.abspath(workdir), EXPORT_DIR), variables, description)
+
+
+def write_export(export_dir: str, variables: PyTree, description: dict) -> None:
+  """Writes `export_dir`/variables and `export_dir`/model.json: an export that
+  `load_exported_model(export_dir, ...)` loads."""
+  export_dir = os.path.abspath(os.path.expanduser(export_dir))
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(export_dir, "variables"), variables, force=True)
   checkpointer.wait_until_finished()
@@ -97,18 +108,43 @@ def _export_dir(path: str) -> str:
       f"run (it holds {EXPORT_DIR}/model.json); train one with --config.method=ce first")
 
 
+def read_description(path: str) -> dict:
+  """model.json of the export at `path` (an export directory or a finished run's workdir)."""
+  with open(os.path.join(_export_dir(path), "model.json")) as f:
+    return json.load(f)
+
+
+def _import_torch_checkpoint(path: str, model_name: str,
+                             variables_like: PyTree) -> tuple[PyTree, dict]:
+  """A PyTorch state_dict file in the published layout, placed as `variables_like`."""
+  state_dict = torch_checkpoint.read_state_dict(path)
+  try:
+    variables = torch_layout.variables_from_torch_state_dict(model_name, state_dict,
+                                                             variables_like)
+  except ValueError as error:
+    raise ValueError(f"teacher checkpoint '{path}': {error}") from None
+  variables = jax.tree.map(lambda array, like: jax.device_put(array, like.sharding),
+                           variables, variables_like)
+  return variables, {"model": model_name, "source": path, "input_mean": None, "input_std": None}
+
+
 def load_exported_model(path: str, model_name: str, variables_like: PyTree) -> tuple[PyTree, dict]:
   """Loads an exported model into the shapes and shardings of `variables_like`.
 
+  `path` is a jaxkd export (or the workdir of a finished run), or a PyTorch state_dict file
+  in the model's published layout (`torch_checkpoint.is_torch_checkpoint`), imported on the fly.
   Raises a ValueError naming the mismatching entries when the checkpoint was made by
   another architecture or class count.
   """
+  if torch_checkpoint.is_torch_checkpoint(path):
+    return _import_torch_checkpoint(path, model_name, variables_like)
   export_dir = _export_dir(path)
-  with open(os.path.join(export_dir, "model.json")) as f:
-    description = json.load(f)
+  description = read_description(export_dir)
   if description.get("model") != model_name:
     raise ValueError(f"teacher checkpoint '{path}' holds a '{description.get('model')}' model, "
-                     f"but the config names '{model_name}': fix --config.teacher_model "
+                     f"but the config names '{model_name}': fix the teacher model "
+                     "(--config.teacher_model for a single run, "
+                     "--config.stages.student.teacher_model for a pipeline config) "
                      "or --config.teacher_checkpoint")
   checkpointer = ocp.StandardCheckpointer()
   variables_dir = os.path.join(export_dir, "variables")

@@ -1,0 +1,114 @@
+"""PyTorch state_dict files: read into, and written from, {name: numpy array}.
+
+Formats, chosen by the file's suffix:
+    .pth .pt .th    `torch.save` files, read with `torch.load(weights_only=True)` (no pickled
+                    code runs) and written as torch tensors; needs torch, an optional dependency
+    .safetensors    needs the `safetensors` package
+    .npz            numpy alone
+
+On reading, a state_dict wrapped as `{"model": sd}`, `{"state_dict": sd}` or `{"net": sd}`
+(RepDistiller, mdistiller, other training scripts; other entries such as the epoch or the
+optimizer state are ignored) is unwrapped, and the `module.` prefix of DataParallel is removed.
+"""
+
+import importlib
+import os
+import pickle
+from typing import Any, Mapping
+
+import numpy as np
+
+TORCH_SUFFIXES = (".pth", ".pt", ".th")
+SAFETENSORS_SUFFIX = ".safetensors"
+NPZ_SUFFIX = ".npz"
+SUFFIXES = (*TORCH_SUFFIXES, SAFETENSORS_SUFFIX, NPZ_SUFFIX)
+TORCH_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+SAFETENSORS_INSTALL = "pip install safetensors"
+WRAPPER_KEYS = ("model", "state_dict", "net")
+DATA_PARALLEL_PREFIX = "module."
+
+StateDict = dict[str, np.ndarray]
+
+
+def is_torch_checkpoint(path: str) -> bool:
+  """Whether `path` names a state_dict file (by its suffix: .pth .pt .th .safetensors .npz)."""
+  return os.fspath(path).lower().endswith(SUFFIXES)
+
+
+def _suffix(path: str) -> str:
+  suffix = os.path.splitext(os.fspath(path))[1].lower()
+  if suffix not in SUFFIXES:
+    raise ValueError(f"'{path}' is not a state_dict file: give a path ending in "
+                     f"{', '.join(SUFFIXES)}")
+  return suffix
+
+
+def _import(module: str, needed_for: str, install: str) -> Any:
+  """`module`, or an ImportError of one line saying how to install it."""
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    raise ImportError(f"{needed_for} needs the optional package '{module.split('.')[0]}': "
+                      f"{install}") from None
+
+
+def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+  """The state_dict inside `checkpoint`, without wrappers and without the `module.` prefix."""
+  while True:
+    wrapped = [key for key in WRAPPER_KEYS if isinstance(checkpoint.get(key), Mapping)]
+    if not wrapped:
+      break
+    checkpoint = checkpoint[wrapped[0]]
+  state_dict = dict(checkpoint)
+  if state_dict and all(key.startswith(DATA_PARALLEL_PREFIX) for key in state_dict):
+    state_dict = {key[len(DATA_PARALLEL_PREFIX):]: value for key, value in state_dict.items()}
+  return state_dict
+
+
+def _read_torch(path: str) -> dict[str, Any]:
+  torch = _import("torch", f"reading '{path}'", TORCH_INSTALL)
+  try:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError:
+    raise ValueError(
+        f"'{path}' holds more than tensors and plain containers, and jaxkd runs no pickled "
+        "code: re-save its weights with torch.save(model.state_dict(), path)") from None
+  if not isinstance(checkpoint, Mapping):
+    raise ValueError(f"'{path}' holds a {type(checkpoint).__name__}, not a state_dict: save "
+                     "model.state_dict() rather than the model")
+  state_dict = unwrap_state_dict(checkpoint)
+  not_tensors = [key for key, value in state_dict.items() if not torch.is_tensor(value)]
+  if not_tensors:
+    raise ValueError(f"'{path}' is not a state_dict: entries {', '.join(not_tensors)} are not "
+                     "tensors")
+  return {key: value.detach().cpu().float().numpy() if value.dtype == torch.bfloat16
+          else value.detach().cpu().numpy() for key, value in state_dict.items()}
+
+
+def read_state_dict(path: str) -> StateDict:
+  """The state_dict stored at `path`, as numpy arrays (format by suffix, see the module doc)."""
+  suffix = _suffix(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no state_dict file at '{path}'")
+  if suffix in TORCH_SUFFIXES:
+    return _read_torch(path)
+  if suffix == SAFETENSORS_SUFFIX:
+    safetensors_numpy = _import("safetensors.numpy", f"reading '{path}'", SAFETENSORS_INSTALL)
+    return unwrap_state_dict(safetensors_numpy.load_file(path))
+  with np.load(path, allow_pickle=False) as npz:
+    return unwrap_state_dict({key: npz[key] for key in npz.files})
+
+
+def write_state_dict(state_dict: Mapping[str, np.ndarray], path: str) -> None:
+  """Writes `state_dict` to `path` in the format its suffix names (see the module doc)."""
+  suffix = _suffix(path)
+  arrays = {key: np.array(value, order="C") for key, value in state_dict.items()}  # writable
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if suffix in TORCH_SUFFIXES:
+    torch = _import("torch", f"writing '{path}'", TORCH_INSTALL)
+    torch.save({key: torch.from_numpy(value) for key, value in arrays.items()}, path)
+  elif suffix == SAFETENSORS_SUFFIX:
+    safetensors_numpy = _import("safetensors.numpy", f"writing '{path}'", SAFETENSORS_INSTALL)
+    safetensors_numpy.save_file(arrays, path)
+  else:
+    np.savez(path, **arrays)
