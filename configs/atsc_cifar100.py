@@ -9,13 +9,14 @@ Two stages, `teacher` (CE) then `student` (ATSC); a trained teacher skips the fi
 CIFAR recipe (bs 64, 240 epochs, SGD m0.9, wd 5e-4 on all parameters, ×0.1 after epochs
 150/180/210). The teacher trains with the student's learning rate, as in the reference code
 (one optimizer): the fields of `stages.student.teacher_optimizer` are linked to
-`stages.student.optimizer`, so `--config.stages.student.optimizer.learning_rate=0.01` (the
-MobileNetV2/ShuffleNet setting) changes both. The head update (`teacher_head_params='bias'`,
-as the code) uses the same settings with its own momentum. The student is evaluated and
-exported as backbone + projector + the adapted teacher head (the released code evaluates
-the student's untrained own head instead). No published number could be retrieved
-(methods.md §10); SimKD reaches 78.08% on this pair. `--config.dataset=cifar10_jpeg` runs
-it on the offline CIFAR-10 JPEGs.
+`stages.student.optimizer`, so `--config.stages.student.optimizer.learning_rate=X` changes
+both, and so does the recipe's 0.01 for a MobileNetV2/ShuffleNet student
+(`--config.stages.student.student_model=MobileNetV2`). The head update
+(`teacher_head_params='bias'`, as the code) uses the same settings with its own momentum.
+The student is evaluated and exported as backbone + projector + the adapted teacher head
+(the released code evaluates the student's untrained own head instead). No published number
+could be retrieved (methods.md §10); SimKD reaches 78.08% on this pair.
+`--config.dataset=cifar10_jpeg` runs it on the offline CIFAR-10 JPEGs.
 """
 
 from jaxkd import recipes

@@ -1,6 +1,8 @@
 """ATSC: adaptive teaching with a shared classifier (Jang et al., arXiv 2406.08528), methods.md §6.
 
-SimKD (`jaxkd.methods.simkd`) with a trainable teacher. Each step, inside one compiled step:
+SimKD (`jaxkd.methods.simkd`) with a trainable teacher, on the same features (the models'
+distillation features, the code's `feat[-2]`) and refusing the same teachers (a head conv
+between feature and classifier). Each step, inside one compiled step:
 
 1. Main update, every module in train mode (teacher BN on batch statistics, its running
    statistics updated), gradients reaching student, projector and teacher:
@@ -45,7 +47,8 @@ HEAD_PARAMS = {"bias": ("bias",), "weight_and_bias": ("kernel", "bias")}
 def share_student_optimizer(run: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Links every field of `run.teacher_optimizer` to `run.optimizer` (one optimizer in the code).
 
-  Setting either one (e.g. `--config.optimizer.learning_rate=0.01`) sets both; to give the
+  Setting either one (e.g. `--config.optimizer.learning_rate=0.01`) sets both, and the CIFAR
+  recipe's rate that follows `student_model` (`recipes.cifar_run`) reaches both; to give the
   teacher settings of its own, assign a new `teacher_optimizer` section instead.
   """
   run.teacher_optimizer = ml_collections.ConfigDict()

@@ -1,7 +1,9 @@
 """SimKD: the student reuses the teacher's classifier (Chen et al., CVPR 2022), methods.md §5.
 
-With the student's last feature map f_s, the teacher's f_t, the projector P (the
-method's `extra` module, `projector.TeacherProjectors`) and h = P(align(f_s)):
+With the student's distillation feature f_s, the teacher's f_t (each model's `feature`,
+the reference code's `feat[-2]`: for a MobileNetV2 student the last inverted-residual block's
+output, for ShuffleV2 the last stage's, before their head convs; see `jaxkd.models`), the
+projector P (the method's `extra` module, `projector.TeacherProjectors`) and h = P(align(f_s)):
 
     L = b · MSE(h, align(f_t)) + c · CE(z_s, y) + d · T² · KL(σ(z_t/T) ‖ σ(z_s/T))
     ŷ = W_t · GAP(h) + b_t                      (the teacher's frozen classifier)
@@ -9,7 +11,9 @@ method's `extra` module, `projector.TeacherProjectors`) and h = P(align(f_s)):
 MSE is the mean over all B·H·W·C elements; z_s are the student's *own* logits (as in the
 reference code, where c = d = 0 by default, so its own classifier never trains). The
 teacher is frozen (eval mode, stop-gradient); student and projector train with the
-student optimizer. Evaluation and export use student + projector + teacher classifier.
+student optimizer. Evaluation and export use student + projector + teacher classifier, so
+the teacher's classifier must read GAP(f_t): a teacher with a head conv after its feature
+(MobileNetV2, ShuffleV2) is refused.
 """
 
 from typing import Any, Mapping, Sequence
@@ -19,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxkd import losses
+from jaxkd import losses, models
 from jaxkd.methods import base, projector
 
 PyTree = Any
@@ -71,6 +75,14 @@ class SimKD(base.Method):
     factor = self.hparams.factor
     if not isinstance(factor, int) or factor < 1:
       raise ValueError(f"config.{self.name}.factor must be an integer ≥ 1, got {factor!r}")
+    teachers = [name.strip() for name in self.config.teacher_model.split(",") if name.strip()]
+    for teacher in teachers:
+      if not models.feature_feeds_classifier(teacher):
+        raise ValueError(
+            f"teacher '{teacher}' cannot share its classifier in {self.name}: its "
+            "logits come from a head conv after its distillation feature, so the classifier "
+            "cannot read the projected student feature; choose a teacher whose classifier "
+            "pools its feature (a ResNet, WRN, VGG or ShuffleV1) in config.teacher_model")
 
   def combination(self) -> str:
     """How several teachers' shared-head logits become one prediction."""

@@ -1,9 +1,21 @@
 """The model zoo: CIFAR KD networks (RepDistiller/mdistiller/SimKD), ImageNet ResNets, digits CNNs.
 
 Every model is a flax.linen module called as `module.apply(variables, x, train=...)` on NHWC
-inputs and returning `(feature_map, logits)`, where `feature_map` (B, H, W, C) is the last
-post-activation feature map and `logits = classifier(mean(feature_map, axis=(1, 2)))` in float32,
-`classifier` being the top-level Dense (`params['classifier']`).
+inputs and returning `(feature, logits)`:
+- `feature` (B, H, W, C), the distillation feature: the last spatial map of the backbone, the
+  map the reference code's `forward(is_feat=True)` returns as `feat[-2]` (the one SimKD and
+  ATSC project). CIFAR ResNets: the last stage's output (post-ReLU); ImageNet ResNets and
+  `resnetv2`: layer4's output; VGG: the last block's output (post-ReLU, before the average
+  pool); ShuffleV1: the last stage's output; MobileNetV2: the last inverted-residual block's
+  output; ShuffleV2: the last stage's output. WRN: relu(bn(last block)), the map its
+  classifier pools (RepDistiller's `feat[-2]` is the last block's output before that BN-ReLU;
+  the SimKD/ATSC code has no WRN, and a WRN teacher's classifier must read its feature).
+- `logits`, float32, from the top-level Dense `params['classifier']` on the global average of
+  the model's last map. For most models that map is `feature` itself:
+  `logits = classifier(mean(feature, axis=(1, 2)))`. MobileNetV2 and ShuffleV2 put a 1×1
+  conv-BN-ReLU head (`conv2`, `bn2`) between them, as the reference does; their class sets
+  `feature_feeds_classifier = False` (`feature_feeds_classifier(name)` reads it), and such a
+  model cannot be the teacher of SimKD/ATSC, which reuse its classifier on a projected feature.
 
 Names follow the reference code bases. `ResNet18/34/50` are torchvision's ImageNet networks;
 the CIFAR `resnetv2` networks that mdistiller also calls `ResNet18`/`ResNet50` are registered as
@@ -35,7 +47,7 @@ def _register(name: str, module_class: type[nn.Module], **architecture: Any) -> 
   MODELS.register(name)(functools.partial(module_class, **architecture))
 
 
-_CIFAR_RESNETS = {
+CIFAR_RESNETS = {  # name: (depth, stage widths)
     "resnet8": (8, (16, 16, 32, 64)),
     "resnet14": (14, (16, 16, 32, 64)),
     "resnet20": (20, (16, 16, 32, 64)),
@@ -49,14 +61,16 @@ _CIFAR_RESNETS = {
     "resnet8x4": (8, (32, 64, 128, 256)),
     "resnet32x4": (32, (32, 64, 128, 256)),
 }
+WIDE_RESNETS = {f"wrn_{depth}_{widen}": (depth, widen)  # name: (depth, widen factor)
+                for depth, widen in ((16, 1), (16, 2), (40, 1), (40, 2))}
 
 
 def _register_zoo() -> None:
   """Registers every architecture of the zoo under its reference name."""
-  for name, (depth, widths) in _CIFAR_RESNETS.items():
+  for name, (depth, widths) in CIFAR_RESNETS.items():
     _register(name, CifarResNet, depth=depth, widths=widths)
-  for depth, widen_factor in ((16, 1), (16, 2), (40, 1), (40, 2)):
-    _register(f"wrn_{depth}_{widen_factor}", WideResNet, depth=depth, widen_factor=widen_factor)
+  for name, (depth, widen_factor) in WIDE_RESNETS.items():
+    _register(name, WideResNet, depth=depth, widen_factor=widen_factor)
   for name, blocks in VGG_CONFIGS.items():
     _register(name, VGG, blocks=blocks)
   _register("MobileNetV2", MobileNetV2, width=0.5)
@@ -84,6 +98,18 @@ def create_model(name: str, num_classes: int, *, dtype: Any = jnp.float32,
     ValueError: `name` is not registered (the message lists the valid names).
   """
   return MODELS.get(name)(num_classes=num_classes, dtype=dtype, conv_impl=conv_impl)
+
+
+def feature_feeds_classifier(name: str) -> bool:
+  """Whether model `name`'s logits are its classifier on the global average of its feature.
+
+  False for the models with a head conv between the two (class attribute
+  `feature_feeds_classifier = False`), True for every other model.
+
+  Raises:
+    ValueError: `name` is not registered (the message lists the valid names).
+  """
+  return getattr(MODELS.get(name).func, "feature_feeds_classifier", True)
 
 
 def model_names() -> list[str]:

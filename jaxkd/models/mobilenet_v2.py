@@ -4,15 +4,19 @@ The zoo's `MobileNetV2` is the reference `mobile_half`: expansion T = 6 and widt
 (the KD papers' "MobileNetV2" student); `MobileNetV2_1_0` is SimKD's `mobile_half_double`
 (width 1.0). A 3×3/2 stem, inverted residual stages (t, c, n, s) =
 (1,16,1,1) (T,24,2,1) (T,32,3,2) (T,64,4,2) (T,96,3,1) (T,160,3,2) (T,320,1,1) with channels
-int(c·width), then a 1×1 conv to 1280 channels + BN + ReLU: a 2×2 feature map on 32×32 inputs.
-As in the reference, the first block keeps its 1×1 expansion conv even at t = 1, and the head
-is a single linear classifier.
+int(c·width), then a head: a 1×1 conv to 1280 channels + BN + ReLU, global average pooling and
+a single linear classifier. As in the reference, the first block keeps its 1×1 expansion conv
+even at t = 1.
+
+The returned feature is the last inverted-residual block's output, the reference's `feat[-2]`
+(2×2 on 32×32 inputs; 160 channels at width 0.5, 320 at width 1.0), which SimKD and ATSC
+distill; the head conv comes after it, so `feature_feeds_classifier` is False.
 
 Init as the reference: convolutions N(0, 2/(k·k·C_out)), BN γ=1 β=0, classifier N(0, 0.01²)
 with zero bias.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -48,7 +52,12 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-  """CIFAR MobileNetV2 with expansion `expand_ratio` and width multiplier `width`."""
+  """CIFAR MobileNetV2 with expansion `expand_ratio` and width multiplier `width`.
+
+  Returns (feature, logits): the last block's output, and the classifier on the global
+  average of the conv2-bn2-ReLU head that follows it.
+  """
+  feature_feeds_classifier: ClassVar[bool] = False
   num_classes: int
   width: float = 0.5
   expand_ratio: int = 6
@@ -69,7 +78,7 @@ class MobileNetV2(nn.Module):
         x = InvertedResidual(int(channels * self.width), stride if index == 0 else 1, expand_ratio,
                              conv, norm, name=f"blocks{stage}_{index}")(x)
     last_channels = int(LAST_CHANNELS * self.width) if self.width > 1.0 else LAST_CHANNELS
-    x = conv(last_channels, (1, 1), padding=0, name="conv2")(x)
-    x = nn.relu(norm(name="bn2")(x))
-    return x, pooled_classifier(x, self.num_classes, kernel_init=classifier_normal_init,
+    head = conv(last_channels, (1, 1), padding=0, name="conv2")(x)
+    head = nn.relu(norm(name="bn2")(head))
+    return x, pooled_classifier(head, self.num_classes, kernel_init=classifier_normal_init,
                                 bias_init=nn.initializers.zeros)

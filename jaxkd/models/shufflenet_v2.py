@@ -1,14 +1,18 @@
 """CIFAR ShuffleNetV2 (Ma et al. 2018) as in RepDistiller / mdistiller / SimKD `ShuffleNetv2.py`.
 
 A 1×1 stem of 24 channels, three stages (a stride-2 down unit, then 3, 7, 3 basic units), then a
-1×1 conv + BN + ReLU; on 32×32 inputs the feature map is 4×4. `ShuffleV2` is net size 1
-(116, 232, 464, 1024 channels), SimKD's `ShuffleV2_1_5` net size 1.5 (176, 352, 704, 1024).
+head: 1×1 conv + BN + ReLU, global average pooling, a linear classifier. `ShuffleV2` is net
+size 1 (116, 232, 464, 1024 channels), SimKD's `ShuffleV2_1_5` net size 1.5 (176, 352, 704, 1024).
+
+The returned feature is the last stage's output, the reference's `feat[-2]` (4×4 on 32×32
+inputs; 464 channels for `ShuffleV2`, 704 for `ShuffleV2_1_5`), which SimKD and ATSC distill;
+the head conv comes after it, so `feature_feeds_classifier` is False.
 
 The reference leaves every layer at PyTorch's default init: convolutions and classifier
 U(±1/√fan_in) (classifier bias too), BN γ=1 β=0.
 """
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -71,7 +75,12 @@ class ShuffleV2Down(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-  """ShuffleNetV2 with `channels` = (stage 1, stage 2, stage 3, head) widths."""
+  """ShuffleNetV2 with `channels` = (stage 1, stage 2, stage 3, head) widths.
+
+  Returns (feature, logits): stage 3's output, and the classifier on the global average of
+  the conv2-bn2-ReLU head that follows it.
+  """
+  feature_feeds_classifier: ClassVar[bool] = False
   num_classes: int
   channels: Sequence[int] = SHUFFLE_V2_CHANNELS["1.0"]
   stage_blocks: Sequence[int] = (3, 7, 3)
@@ -89,6 +98,6 @@ class ShuffleNetV2(nn.Module):
       x = ShuffleV2Down(features, conv, norm, name=f"layer{stage + 1}_down")(x)
       for index in range(num_blocks):
         x = ShuffleV2Basic(conv, norm, name=f"layer{stage + 1}_{index}")(x)
-    x = conv(self.channels[3], (1, 1), padding=0, name="conv2")(x)
-    x = nn.relu(norm(name="bn2")(x))
-    return x, pooled_classifier(x, self.num_classes)
+    head = conv(self.channels[3], (1, 1), padding=0, name="conv2")(x)
+    head = nn.relu(norm(name="bn2")(head))
+    return x, pooled_classifier(head, self.num_classes)

@@ -2,6 +2,8 @@
 
 WRN-d-k: a 3×3 stem of 16 channels, three stages of (d − 4) / 6 pre-activation blocks with
 16k, 32k, 64k channels and strides 1, 2, 2, then BN + ReLU. On 32×32 inputs the feature map is 8×8.
+The returned feature is after that BN + ReLU, the map the classifier pools; RepDistiller's
+`feat[-2]` is the last block's output before it (the SimKD/ATSC code has no WRN).
 Dropout is 0 in every zoo entry and is therefore left out.
 
 Init as the reference: convolutions N(0, 2/(k·k·C_out)) (kaiming fan_out), BN γ=1 β=0, classifier

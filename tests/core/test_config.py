@@ -5,6 +5,8 @@ import importlib.util
 import os
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from jaxkd import config_schema, config_validation, pipeline, recipes
 
@@ -19,6 +21,16 @@ def load_config(path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def load_config_with_flags(path, *overrides):
+  """The config `python -m jaxkd.main --config=path *overrides` runs (jaxkd.main's flag)."""
+  argv = ["jaxkd.main", f"--config={path}", *overrides]
+  flag_values = flags.FlagValues()
+  config = config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values,
+                                           lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  return config.value
 
 
 def runs_of(config):
@@ -130,3 +142,50 @@ def test_teacher_override_maps_one_checkpoint_per_teacher_stage():
   config.teacher_checkpoint = "/a"
   with pytest.raises(ValueError, match="gives 1 checkpoint.*for the 2 teacher stage"):
     pipeline.resolve_stage(config, last, "/w")
+
+
+def test_cifar_learning_rate_rule_names_the_small_students():
+  for model in ("MobileNetV2", "MobileNetV2_1_0", "ShuffleV1", "ShuffleV2", "ShuffleV2_1_5"):
+    assert recipes.cifar_learning_rate(model) == 0.01
+  for model in ("resnet8x4", "resnet32x4", "vgg8", "wrn_40_2", "cnn_small"):
+    assert recipes.cifar_learning_rate(model) == 0.05
+
+
+@pytest.mark.parametrize("file, model", [
+    ("kd_cifar100.py", "MobileNetV2"), ("kd_cifar100.py", "ShuffleV2"),
+    ("atsc_cifar100.py", "MobileNetV2"), ("atsc_cifar100.py", "ShuffleV2")])
+def test_small_student_learning_rate_follows_the_command_line_model(file, model):
+  path = os.path.join(CONFIG_DIR, file)
+  assert load_config_with_flags(path).stages.student.optimizer.learning_rate == 0.05  # resnet8x4
+  config = load_config_with_flags(path, f"--config.stages.student.student_model={model}")
+  student = pipeline.resolve_stage(config, "student", "/w")
+  config_validation.validate(student)
+  assert (student.student_model, student.optimizer.learning_rate) == (model, 0.01)
+  if student.method == "atsc":  # The teacher's rate is linked to the student's.
+    assert student.teacher_optimizer.learning_rate == 0.01
+  summary_config = config.to_dict()["stages"]  # What summary.json records.
+  assert summary_config["student"]["optimizer"]["learning_rate"] == 0.01
+  assert summary_config["teacher"]["optimizer"]["learning_rate"] == 0.05  # resnet32x4.
+
+
+@pytest.mark.parametrize("file", ["default.py", "teacher_cifar100.py"])
+def test_small_student_learning_rate_follows_the_model_of_a_single_run(file):
+  path = os.path.join(CONFIG_DIR, file)
+  assert load_config_with_flags(path).optimizer.learning_rate == 0.05
+  config = load_config_with_flags(path, "--config.student_model=ShuffleV1")
+  assert config.optimizer.learning_rate == 0.01
+  assert config.to_dict()["optimizer"]["learning_rate"] == 0.01
+
+
+@pytest.mark.parametrize("file", ["kd_cifar100.py", "atsc_cifar100.py"])
+@pytest.mark.parametrize("rate_first", [False, True])
+def test_an_explicit_learning_rate_wins_over_the_model_rule(file, rate_first):
+  overrides = ["--config.stages.student.student_model=MobileNetV2",
+               "--config.stages.student.optimizer.learning_rate=0.05"]
+  config = load_config_with_flags(os.path.join(CONFIG_DIR, file),
+                                  *(overrides[::-1] if rate_first else overrides))
+  student = pipeline.resolve_stage(config, "student", "/w")
+  assert (student.student_model, student.optimizer.learning_rate) == ("MobileNetV2", 0.05)
+  if student.method == "atsc":
+    assert student.teacher_optimizer.learning_rate == 0.05
+  assert config.to_dict()["stages"]["student"]["optimizer"]["learning_rate"] == 0.05

@@ -213,8 +213,14 @@ def test_atsc_cifar100_config_is_the_readme_command():
   assert tuple(student.optimizer.decay_epochs) == (150, 180, 210)
   assert (config.batch_size, config.num_epochs) == (64, 240)
   assert student.teacher_optimizer.to_dict() == student.optimizer.to_dict()
-  student.optimizer.learning_rate = 0.01  # One optimizer in the reference code: both follow.
-  assert student.teacher_optimizer.learning_rate == 0.01
+  student.student_model = "MobileNetV2"  # The recipe's small-student rate reaches both.
+  assert student.optimizer.learning_rate == student.teacher_optimizer.learning_rate == 0.01
+  student.student_model = "resnet8x4"
+  assert student.optimizer.learning_rate == student.teacher_optimizer.learning_rate == 0.05
+  student.optimizer.learning_rate = 0.02  # One optimizer in the reference code: both follow.
+  assert student.teacher_optimizer.learning_rate == 0.02
+  student.student_model = "ShuffleV2"  # An explicit rate wins over the rule.
+  assert student.optimizer.learning_rate == student.teacher_optimizer.learning_rate == 0.02
 
 
 def test_atsc_imagenet_config():

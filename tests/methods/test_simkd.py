@@ -14,9 +14,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxkd import config_schema, recipes, train
+from jaxkd import config_schema, config_validation, models, recipes, train
 from jaxkd import step as step_lib
-from jaxkd.methods import atsc, projector, simkd
+from jaxkd.methods import atsc, base, projector, simkd
 
 from tests.random_teachers import INFO, export_random_teacher, random_batch
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -180,6 +180,36 @@ def test_simkd_takes_one_teacher_and_an_integer_factor():
     simkd.SimKD(config).validate()
 
 
+def test_projector_of_a_mobilenet_student_takes_its_last_block_160_channels():
+  config = recipes.cifar_run("simkd", "MobileNetV2")
+  config.teacher_model = "resnet8x4"
+  nets = base.Networks(student=models.create_model("MobileNetV2", 100, conv_impl="xla"),
+                       teachers=(models.create_model("resnet8x4", 100, conv_impl="xla"),))
+  image = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  outputs = lambda model: jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x, train=False), image)[0]
+  shapes = base.ShapeInfo(student=outputs(nets.student), teachers=(outputs(nets.teachers[0]),))
+  assert shapes.student[0].shape == (2, 2, 2, 160)
+  _, params, _ = simkd.SimKD(config).init_extra(jax.random.key(1), nets, shapes)
+  assert params["projector0"]["conv0"]["kernel"].shape == (1, 1, 160, 128)  # C_t / factor.
+  assert params["projector0"]["conv2"]["kernel"].shape == (1, 1, 128, 256)  # C_t.
+
+
+@pytest.mark.parametrize("method, teachers", [
+    ("simkd", "MobileNetV2"), ("simkd", "ShuffleV2_1_5"), ("atsc", "ShuffleV2"),
+    ("atsc", "resnet32x4,MobileNetV2_1_0")])
+def test_a_teacher_with_a_head_conv_after_its_feature_is_refused(method, teachers):
+  config = recipes.cifar_run(method, "resnet8x4")
+  config.teacher_model, config.teacher_checkpoint = "resnet32x4", "/t"
+  config_validation.validate(config)  # A ResNet's classifier pools its feature.
+  config.teacher_model = teachers
+  config.teacher_checkpoint = ",".join("/t" for _ in teachers.split(","))
+  refused = teachers.split(",")[-1]
+  with pytest.raises(ValueError, match=f"teacher '{refused}' cannot share its classifier in "
+                     f"{method}: .* choose a teacher whose classifier pools its feature"):
+    config_validation.validate(config)
+
+
 def digits_run(method, model):
   """Two epochs (44 steps of 64) on digits at a constant lr 0.05."""
   config = recipes.cifar_run(method, model, "digits")
@@ -197,7 +227,7 @@ def exported(workdir):
 def test_simkd_and_atsc_students_learn_on_digits(tmp_path):
   teacher_dir = str(tmp_path / "teacher")
   teacher = train.train_and_evaluate(digits_run("ce", "cnn_large"), teacher_dir)
-  assert teacher["final_eval_accuracy"] > 0.9
+  assert teacher["final_test_accuracy"] > 0.9
   teacher_bias = exported(teacher_dir)["params"]["classifier"]["bias"]
   for method in ("simkd", "atsc"):
     config = digits_run(method, "cnn_small")
@@ -205,6 +235,6 @@ def test_simkd_and_atsc_students_learn_on_digits(tmp_path):
     if method == "atsc":
       atsc.share_student_optimizer(config)
     summary = train.train_and_evaluate(config, str(tmp_path / method))
-    assert summary["final_eval_accuracy"] > 0.7, method
+    assert summary["final_test_accuracy"] > 0.7, method
     head = exported(str(tmp_path / method))["params"]["teacher_heads"][0]
     assert np.array_equal(head["bias"], teacher_bias) == (method == "simkd")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd.models import create_model, model_names
+from jaxkd.models import create_model, feature_feeds_classifier, model_names
 from jaxkd.models.common import channel_shuffle
 
 # sum(p.numel() for p in model.parameters()) of the PyTorch reference definitions
@@ -54,19 +54,24 @@ EXPECTED_PARAMS = {
 IMAGENET_MODELS = ("ResNet18", "ResNet34", "ResNet50")
 DIGITS_MODELS = ("cnn_small", "cnn_large")
 
-# (feature map height = width, channels) for the reference input of each family.
+# (height = width, channels) of the distillation feature, the reference's feat[-2], on the
+# reference input of each family.
 EXPECTED_FEATURE_MAP = {
     **{name: (8, 64) for name in ("resnet8", "resnet14", "resnet20", "resnet32", "resnet38",
                                   "resnet44", "resnet56", "resnet110", "wrn_40_1", "wrn_16_1")},
     "resnet38x2": (8, 128), "resnet110x2": (8, 128), "wrn_16_2": (8, 128), "wrn_40_2": (8, 128),
     "resnet8x4": (8, 256), "resnet32x4": (8, 256),
     **{name: (4, 512) for name in ("vgg8", "vgg11", "vgg13", "vgg16", "vgg19")},
-    "MobileNetV2": (2, 1280), "MobileNetV2_1_0": (2, 1280),
-    "ShuffleV1": (4, 960), "ShuffleV2": (4, 1024), "ShuffleV2_1_5": (4, 1024),
+    "MobileNetV2": (2, 160), "MobileNetV2_1_0": (2, 320),
+    "ShuffleV1": (4, 960), "ShuffleV2": (4, 464), "ShuffleV2_1_5": (4, 704),
     "ResNet18": (7, 512), "ResNet34": (7, 512), "ResNet50": (7, 2048),
     "ResNet18_cifar": (4, 512), "ResNet50_cifar": (4, 2048),
     "cnn_small": (4, 32), "cnn_large": (2, 128),
 }
+# Classifier input channels of the models whose 1×1 conv head (conv2, bn2) follows the feature;
+# every other model's classifier reads the feature's channels.
+HEAD_CHANNELS = {"MobileNetV2": 1280, "MobileNetV2_1_0": 1280, "ShuffleV2": 1024,
+                 "ShuffleV2_1_5": 1024}
 
 
 def _setup(name: str) -> tuple[int, tuple[int, ...]]:
@@ -133,7 +138,8 @@ def test_param_count_and_shapes(name):
   size, channels = EXPECTED_FEATURE_MAP[name]
   assert feature_map.shape == (shape[0], size, size, channels)
   assert logits.shape == (shape[0], num_classes) and logits.dtype == jnp.float32
-  assert params["classifier"]["kernel"].shape == (channels, num_classes)
+  assert params["classifier"]["kernel"].shape == (HEAD_CHANNELS.get(name, channels), num_classes)
+  assert feature_feeds_classifier(name) == (name not in HEAD_CHANNELS)
   assert params["classifier"]["bias"].shape == (num_classes,)
   assert set(variables) == {"params", "batch_stats"}
 
@@ -218,6 +224,44 @@ def test_init_matches_reference_distributions():
   for leaf in (classifier["kernel"], classifier["bias"]):
     assert bound >= np.abs(leaf).max() > 0.9 * bound
   assert abs(classifier["kernel"].std() / (bound / math.sqrt(3)) - 1) < 0.05
+
+
+@pytest.mark.parametrize("name, channels", [
+    ("MobileNetV2", 160), ("MobileNetV2_1_0", 320), ("ShuffleV2", 464), ("ShuffleV2_1_5", 704),
+    ("resnet8x4", 256), ("wrn_40_2", 128)])
+def test_distillation_feature_channels(name, channels):
+  """The reference's feat[-2]: the last block or stage (before MobileNetV2's, ShuffleV2's head)."""
+  model = create_model(name, 100)
+  image = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  (feature, _), _ = jax.eval_shape(functools.partial(model.init_with_output, train=False),
+                                   jax.random.key(0), image)
+  assert feature.shape[-1] == channels
+
+
+# The module whose output is the distillation feature, for the models with a head after it.
+LAST_BLOCK = {"MobileNetV2": "blocks6_0", "ShuffleV2": "layer3_2"}
+
+
+@pytest.mark.parametrize("name", sorted(LAST_BLOCK))
+def test_feature_is_last_block_output_and_logits_come_from_the_head(name):
+  model = create_model(name, 100, conv_impl="xla")
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  captured = lambda module, _: module.name in (LAST_BLOCK[name], "bn2")
+
+  @jax.jit
+  def run(key):
+    variables = model.init(key, x, train=False)
+    outputs, state = model.apply(variables, x, train=False, capture_intermediates=captured,
+                                 mutable=["intermediates"])
+    return variables["params"]["classifier"], outputs, state["intermediates"]
+
+  classifier, (feature, logits), intermediates = jax.device_get(run(_key(0)))
+  (block_output,) = intermediates[LAST_BLOCK[name]]["__call__"]
+  np.testing.assert_array_equal(feature, block_output)
+  (head,) = intermediates["bn2"]["__call__"]
+  pooled = np.maximum(np.asarray(head, np.float64), 0).mean(axis=(1, 2))
+  expected = pooled @ np.asarray(classifier["kernel"], np.float64) + classifier["bias"]
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["vgg8", "MobileNetV2"])
