@@ -67,23 +67,23 @@ def main(argv: list[str]) -> int:
       gt = train_once(generous, generous_dir)
       config = run_config("kd", args.student, args, args.steps)
       config.teacher_model, config.teacher_checkpoint = args.teacher, generous_dir
-      name = f"generous ▶ kd (GT {gt['final_eval_accuracy']:.4f})"
+      name = f"generous ▶ kd (GT {gt['final_test_accuracy']:.4f})"
     else:
       config = run_config(name, args.student, args, args.steps)
       config.teacher_model, config.teacher_checkpoint = args.teacher, teacher_dir
     summary = train_once(config, os.path.join(args.workdir, name.split(" ")[0]))
     rows.append((name, summary))
-    print(f"{name:32s} accuracy {summary['final_eval_accuracy']:.4f}  "
+    print(f"{name:32s} accuracy {summary['final_test_accuracy']:.4f}  "
           f"{summary['images_per_s']:.1f} images/s", flush=True)
   lines = [
       f"## Methods: a short run each on cifar10_jpeg ({time.strftime('%Y-%m-%d')})", "",
       f"Hardware: {reporting.hardware_description()}. Teacher {args.teacher} (CE, "
-      f"{args.teacher_steps} steps, test accuracy {teacher['final_eval_accuracy']:.4f}); "
+      f"{args.teacher_steps} steps, test accuracy {teacher['final_test_accuracy']:.4f}); "
       f"student {args.student}, {args.steps} steps of batch {args.batch}, each method's CIFAR "
       "recipe (DKD warm-up 1 epoch). Accuracy on the 10,000 test images.", "",
       "Command: `python -m benchmarks.methods " + " ".join(argv) + "`", "",
       "| method | test accuracy | train images/s | wall s |", "|---|---|---|---|"]
-  lines += [f"| {name} | {s['final_eval_accuracy']:.4f} | {s['images_per_s']:.1f} | "
+  lines += [f"| {name} | {s['final_test_accuracy']:.4f} | {s['images_per_s']:.1f} | "
             f"{s['wall_time_s']:.0f} |" for name, s in rows]
   lines.append(f"\nTotal wall time {time.time() - started:.0f} s.")
   if args.write_results:

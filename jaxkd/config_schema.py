@@ -15,7 +15,8 @@ import ml_collections
 
 # Fields that a pipeline shares with each of its stages, by reference.
 SHARED_FIELDS = ("dataset", "data_dir", "batch_size", "eval_batch_size", "num_epochs",
-                 "max_steps", "seed", "input_path", "half_precision", "conv_impl")
+                 "max_steps", "seed", "input_path", "half_precision", "conv_impl",
+                 "validation_examples", "validation_seed")
 
 
 def sgd_config(learning_rate: float = 0.05, weight_decay: float = 5e-4,
@@ -49,12 +50,19 @@ def base_config() -> ml_collections.ConfigDict:
   # A checkpoint is the workdir of an earlier jaxkd run (its exported model is loaded).
   config.teacher_model = ""
   config.teacher_checkpoint = ""
+  # '' = the student starts from scratch; else a jaxkd export/workdir or a PyTorch state_dict
+  # (.pth/.pt/.th/.safetensors/.npz) of config.student_model to start from (fine-tuning).
+  config.student_checkpoint = ""
 
   config.batch_size = 64  # Global batch, split over all devices.
   config.eval_batch_size = 256
   config.num_epochs = 240
   config.max_steps = 0  # > 0: stop after this many steps (smoke runs).
   config.seed = 0
+  # > 0: hold out this many training images (class-balanced, chosen by validation_seed alone)
+  # as the 'validation' split; "best" checkpoints are then chosen on it, never on 'test'.
+  config.validation_examples = 0
+  config.validation_seed = 0
 
   config.optimizer = sgd_config()  # Student (and the method's extra modules).
   config.teacher_optimizer = sgd_config()  # Used only by methods that train the teacher.
@@ -64,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.log_every_steps = 50
   config.eval_every_epochs = 1
+  config.eval_every_steps = 0  # > 0: evaluate every this many steps instead of every epoch.
   config.checkpoint_every_steps = 0  # 0: checkpoint after each evaluation only.
   config.keep_checkpoints = 2  # The last N; the best one is kept apart.
   return config

@@ -11,6 +11,8 @@ from jaxkd import data, methods, models
 FIELD_TYPES = {
     "method": str, "dataset": str, "data_dir": str, "input_path": str, "image_size": int,
     "student_model": str, "teacher_model": str, "teacher_checkpoint": str,
+    "student_checkpoint": str, "validation_examples": int, "validation_seed": int,
+    "eval_every_steps": int,
     "batch_size": int, "eval_batch_size": int, "num_epochs": int, "max_steps": int, "seed": int,
     "half_precision": bool, "conv_impl": str, "log_every_steps": int, "eval_every_epochs": int,
     "checkpoint_every_steps": int, "keep_checkpoints": int,
@@ -55,5 +57,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("num_epochs", "log_every_steps", "eval_every_epochs", "keep_checkpoints"):
     if config[field] <= 0:
       raise ValueError(f"config.{field} must be positive, got {config[field]}")
-  if config.max_steps < 0:
-    raise ValueError(f"config.max_steps must be ≥ 0 (0: no limit), got {config.max_steps}")
+  for field in ("max_steps", "validation_examples", "eval_every_steps"):
+    if config[field] < 0:
+      raise ValueError(f"config.{field} must be ≥ 0 (0: off), got {config[field]}")

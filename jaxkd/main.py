@@ -37,16 +37,20 @@ def main(argv: list[str]) -> None:
 
 
 def results_table(summary: dict) -> str:
-  """One line per run (per stage of a pipeline): what was trained and how well."""
+  """One line per run (per stage of a pipeline): what was trained and how well.
+
+  `test acc` is the test accuracy at the last step; `test@best` the test accuracy at the step
+  that scored best on the split named under `chosen by` (validation when the run holds one out).
+  """
   runs = summary.get("stages", {"run": summary})
-  lines = [f"{'stage':10s} {'method':18s} {'model':12s} {'final acc':>9s} {'best acc':>9s} "
-           f"{'steps':>7s} {'wall s':>7s}"]
+  lines = [f"{'stage':10s} {'method':18s} {'model':12s} {'test acc':>9s} {'test@best':>9s} "
+           f"{'chosen by':>10s} {'steps':>7s} {'wall s':>7s}"]
   for name, run in runs.items():
-    final, best = run["final_eval_accuracy"], run["best_eval_accuracy"]
+    final, at_best = run["final_test_accuracy"], run["test_accuracy_at_best"]
     lines.append(f"{name:10s} {run['method']:18s} {run.get('student_model', ''):12s} "
                  f"{final if final is None else f'{final:.4f}':>9} "
-                 f"{best if best is None else f'{best:.4f}':>9} {run['steps']:7d} "
-                 f"{run['wall_time_s']:7.1f}")
+                 f"{at_best if at_best is None else f'{at_best:.4f}':>9} "
+                 f"{run['best_selected_by']:>10s} {run['steps']:7d} {run['wall_time_s']:7.1f}")
   return "\n".join(lines)
 
 

@@ -93,7 +93,8 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
     os.makedirs(stage_dir, exist_ok=True)
     summaries[name] = run(resolve_stage(config, name, workdir), stage_dir)
   last = summaries[next(reversed(summaries))]
-  summary = {key: last[key] for key in ("final_eval_accuracy", "best_eval_accuracy", "steps",
+  summary = {key: last[key] for key in ("final_test_accuracy", "test_accuracy_at_best",
+                                        "best_selected_by", "best_step", "steps",
                                         "images_per_s", "method", "dataset", "finished")}
   summary["wall_time_s"] = sum(s["wall_time_s"] for s in summaries.values())
   summary["stages"] = {name: {k: v for k, v in s.items() if k != "config"}

@@ -94,17 +94,19 @@ def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],
                                            dict[str, jax.Array]]:
   """Returns the jitted `eval_step(params, batch_stats, batch) -> sums` for masked batches.
 
-  Sums (not means) of correct predictions, cross entropy and real examples, so that
-  padded examples of the last batch count for nothing.
+  Sums (not means) of correct top-1 and top-5 predictions, cross entropy and real examples,
+  so that padded examples of the last batch count for nothing.
   """
 
   def eval_step(params, batch_stats, batch):
     logits = predict(params, batch_stats, batch["image"])
     mask = batch["mask"].astype(jnp.float32)
     correct = (jnp.argmax(logits, axis=-1) == batch["label"]).astype(jnp.float32)
+    _, top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))
+    correct_top5 = jnp.any(top5 == batch["label"][:, None], axis=-1).astype(jnp.float32)
     ce = losses.cross_entropy(logits, batch["label"])
-    return {"correct": jnp.sum(correct * mask), "ce_sum": jnp.sum(ce * mask),
-            "count": jnp.sum(mask)}
+    return {"correct": jnp.sum(correct * mask), "correct_top5": jnp.sum(correct_top5 * mask),
+            "ce_sum": jnp.sum(ce * mask), "count": jnp.sum(mask)}
 
   replicated = replicated_sharding(mesh)
   return jax.jit(eval_step, in_shardings=(replicated, replicated, batch_sharding(mesh)),
@@ -113,12 +115,14 @@ def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],
 
 def evaluate(eval_step: Callable, params: PyTree, batch_stats: PyTree,
              batches) -> dict[str, float]:
-  """Accuracy and cross entropy over every batch of `batches` (each example once)."""
+  """Top-1 and top-5 accuracy and cross entropy over every batch of `batches` (each example
+  once), and the example count."""
   totals = None
   for batch in batches:
     sums = eval_step(params, batch_stats, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals["count"])
-  return {"accuracy": float(totals["correct"]) / count, "loss": float(totals["ce_sum"]) / count,
-          "count": count}
+  return {"accuracy": float(totals["correct"]) / count,
+          "top5_accuracy": float(totals["correct_top5"]) / count,
+          "loss": float(totals["ce_sum"]) / count, "count": count}

@@ -17,8 +17,8 @@ import ml_collections
 import optax
 from absl import logging
 
-from jaxkd import (checkpoint, config_schema, config_validation, data, methods, models,
-                   optim, pipeline, reporting)
+from jaxkd import (checkpoint, config_schema, config_validation, data, methods, model_loading,
+                   models, optim, pipeline, reporting)
 from jaxkd import step as step_lib
 from jaxkd.methods import base
 from jaxkd.state import DistillState, student_trainable
@@ -47,33 +47,11 @@ class _Run:
   train_step: Any
   student_eval_step: Any
   teacher_eval_steps: tuple[Any, ...]
+  student_normalization: dict[str, list[float]]
 
 
 def _compute_dtype(config: ml_collections.ConfigDict):
   return jnp.bfloat16 if config.half_precision else jnp.float32
-
-
-def _init_variables(module, rng: jax.Array, image_shape: tuple[int, ...]) -> tuple[PyTree, PyTree]:
-  variables = jax.jit(module.init, static_argnames="train")(
-      rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  return variables["params"], variables.get("batch_stats", {})
-
-
-def _load_teachers(config, teachers, info, mesh, rng) -> tuple[tuple, tuple, tuple[dict, ...]]:
-  """Each teacher's (params, batch_stats), loaded from its checkpoint and shape-checked."""
-  replicated = step_lib.replicated_sharding(mesh)
-  params, stats, descriptions = [], [], []
-  names = config_validation.split_names(config.teacher_model)
-  paths = config_validation.split_names(config.teacher_checkpoint)
-  for module, name, path in zip(teachers, names, paths):
-    shapes = jax.eval_shape(lambda m=module: _init_variables(m, rng, info.image_shape))
-    like = {"params": shapes[0], "batch_stats": shapes[1]}
-    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), like)
-    variables, description = checkpoint.load_exported_model(path, name, like)
-    params.append(variables["params"])
-    stats.append(variables["batch_stats"])
-    descriptions.append(description)
-  return tuple(params), tuple(stats), tuple(descriptions)
 
 
 def _output_shapes(module, params, batch_stats, image_shape):
@@ -92,14 +70,23 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
     return models.create_model(name, info.num_classes, dtype=dtype, conv_impl=config.conv_impl)
 
   student = make(config.student_model)
-  teachers = ()
-  if method.teacher_mode is not base.TeacherMode.NONE:
-    teachers = tuple(make(n) for n in config_validation.split_names(config.teacher_model))
   key = jax.random.key(config.seed)
   student_key, extra_key, state_key = jax.random.split(key, 3)
-  student_params, student_stats = _init_variables(student, student_key, info.image_shape)
-  teacher_params, teacher_stats, descriptions = _load_teachers(
-      config, teachers, info, mesh, student_key)
+  student_checkpoint = method.student_checkpoint()
+  student_description = {}
+  if student_checkpoint:
+    student, student_params, student_stats, student_description = model_loading.load_model(
+        student, config.student_model, student_checkpoint, info, mesh, student_key)
+    logging.info("Student '%s' starts from %s.", config.student_model, student_checkpoint)
+  else:
+    student_params, student_stats = model_loading.init_variables(student, student_key,
+                                                                 info.image_shape)
+  teachers, teacher_params, teacher_stats, descriptions = (), (), (), ()
+  if method.teacher_mode is not base.TeacherMode.NONE:
+    loaded = [model_loading.load_model(make(name), name, path, info, mesh, student_key)
+              for name, path in zip(config_validation.split_names(config.teacher_model),
+                                    config_validation.split_names(config.teacher_checkpoint))]
+    teachers, teacher_params, teacher_stats, descriptions = map(tuple, zip(*loaded))
   shapes = base.ShapeInfo(
       student=_output_shapes(student, student_params, student_stats, info.image_shape),
       teachers=tuple(_output_shapes(t, p, s, info.image_shape)
@@ -133,8 +120,36 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
               nets.teachers[i], p["teachers"][i], s["teachers"][i], x, train=False)[0][1], mesh)
       for i in range(len(teachers)))
   run = _Run(method=method, nets=nets, state=state, train_step=train_step,
-             student_eval_step=student_eval, teacher_eval_steps=teacher_evals)
+             student_eval_step=student_eval, teacher_eval_steps=teacher_evals,
+             student_normalization=model_loading.input_normalization(student_description, info))
   return run, descriptions
+
+
+def _parameter_distance(params: PyTree, initial: PyTree) -> float:
+  """‖θ − θ₀‖ / ‖θ₀‖ over all leaves: how far a trained teacher moved from its start."""
+  moved = sum(float(jnp.sum((jnp.asarray(p) - q) ** 2))
+              for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(initial)))
+  start = sum(float(jnp.sum(jnp.asarray(q) ** 2)) for q in jax.tree.leaves(initial))
+  return math.sqrt(moved / start)
+
+
+def _evaluation_point(run: _Run, state: DistillState, inputs, initial_teachers: PyTree | None,
+                      step: int, steps_per_epoch: int) -> dict[str, float]:
+  """Accuracy and loss on every evaluation split at `step`; for a teacher that trains, its
+  test accuracy and its relative distance from its starting weights."""
+  point = {"step": step, "epoch": step / steps_per_epoch}
+  for split in inputs.eval_splits:
+    result = step_lib.evaluate(run.student_eval_step, state.params, state.batch_stats,
+                               inputs.eval_batches(split))
+    point[f"{split}/accuracy"], point[f"{split}/loss"] = result["accuracy"], result["loss"]
+  if initial_teachers is not None:
+    for i, eval_step in enumerate(run.teacher_eval_steps):
+      result = step_lib.evaluate(eval_step, state.params, state.batch_stats,
+                                 inputs.eval_batches())
+      point[f"teacher/{i}/test_accuracy"] = result["accuracy"]
+      point[f"teacher/{i}/relative_distance"] = _parameter_distance(
+          state.params["teachers"][i], initial_teachers[i])
+  return point
 
 
 def _stop_step(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, int]:
@@ -155,21 +170,26 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   store = checkpoint.CheckpointStore(workdir, config.keep_checkpoints)
 
   state = run.state
-  progress = {"best_eval_accuracy": None, "best_step": None, "last_eval_accuracy": None,
-              "teacher_eval_accuracy": [], "train_seconds": 0.0, "train_images": 0}
+  progress = {"best_step": None, "best_selection_accuracy": None, "test_accuracy_at_best": None,
+              "last_test_accuracy": None, "teacher_test_accuracy": [], "history": [],
+              "train_seconds": 0.0, "train_images": 0}
+  selection_split = (data.VALIDATION_SPLIT if data.VALIDATION_SPLIT in inputs.eval_splits
+                     else data.TEST_SPLIT)
+  initial_teachers = (jax.device_get(state.params["teachers"])
+                      if run.method.teacher_mode is base.TeacherMode.TRAINABLE else None)
   if store.latest_step() is not None:
     state, progress = store.restore_latest(state)
     logging.info("Resumed from step %d of %s.", int(state.step), workdir)
   else:
     for i, eval_step in enumerate(run.teacher_eval_steps):
       result = step_lib.evaluate(eval_step, state.params, state.batch_stats, inputs.eval_batches())
-      progress["teacher_eval_accuracy"].append(result["accuracy"])
-      logging.info("Teacher %d (%s) eval accuracy before step 0: %.4f", i,
+      progress["teacher_test_accuracy"].append(result["accuracy"])
+      logging.info("Teacher %d (%s) test accuracy before step 0: %.4f", i,
                    teacher_descriptions[i].get("model"), result["accuracy"])
-      writer.write_scalars(0, {f"teacher/{i}/eval_accuracy": result["accuracy"]})
+      writer.write_scalars(0, {f"teacher/{i}/test_accuracy": result["accuracy"]})
 
   start_step = int(state.step)
-  eval_every = config.eval_every_epochs * steps_per_epoch
+  eval_every = config.eval_every_steps or config.eval_every_epochs * steps_per_epoch
   checkpoint_every = config.checkpoint_every_steps
   batches = inputs.train_batches(start_step)
   window, window_start, window_steps = None, time.time(), 0
@@ -197,16 +217,17 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                                   "perf/images_per_s": window_steps * config.batch_size / elapsed,
                                   "perf/eta_min": eta_min})
       window, window_start, window_steps = None, time.time(), 0
-    eval_now = done % eval_every == 0 or done == stop_step
-    if eval_now:
-      result = step_lib.evaluate(run.student_eval_step, state.params, state.batch_stats,
-                                 inputs.eval_batches())
-      writer.write_scalars(done, {"eval/accuracy": result["accuracy"], "eval/loss": result["loss"]})
-      progress["last_eval_accuracy"] = result["accuracy"]
-      is_best = (progress["best_eval_accuracy"] is None
-                 or result["accuracy"] > progress["best_eval_accuracy"])
+    if done % eval_every == 0 or done == stop_step:
+      point = _evaluation_point(run, state, inputs, initial_teachers, done, steps_per_epoch)
+      writer.write_scalars(done, {k: v for k, v in point.items() if k not in ("step", "epoch")})
+      progress["history"].append(point)
+      progress["last_test_accuracy"] = point["test/accuracy"]
+      selection = point[f"{selection_split}/accuracy"]
+      is_best = (progress["best_selection_accuracy"] is None
+                 or selection > progress["best_selection_accuracy"])
       if is_best:
-        progress["best_eval_accuracy"], progress["best_step"] = result["accuracy"], done
+        progress.update(best_selection_accuracy=selection, best_step=done,
+                        test_accuracy_at_best=point["test/accuracy"])
       store.save(done, state, progress, is_best=is_best)
       window_start = time.time()  # Evaluation is not training time.
     elif checkpoint_every and done % checkpoint_every == 0:
@@ -217,15 +238,18 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   checkpoint.export_model(
       workdir, run.method.export_variables(state),
       {"model": config.student_model, "num_classes": info.num_classes, "dataset": config.dataset,
-       "method": config.method, "eval_accuracy": progress["last_eval_accuracy"],
-       "step": int(state.step)})
+       "method": config.method, "test_accuracy": progress["last_test_accuracy"],
+       "step": int(state.step), **run.student_normalization})
   summary = {
       "method": config.method, "dataset": config.dataset, "student_model": config.student_model,
       "teacher_model": config.teacher_model,
-      "final_eval_accuracy": progress["last_eval_accuracy"],
-      "best_eval_accuracy": progress["best_eval_accuracy"], "best_step": progress["best_step"],
-      "teacher_eval_accuracy": progress["teacher_eval_accuracy"],
-      "steps": int(state.step), "total_steps": total_steps,
+      "final_test_accuracy": progress["last_test_accuracy"],
+      "best_selected_by": selection_split, "best_step": progress["best_step"],
+      f"best_{selection_split}_accuracy": progress["best_selection_accuracy"],
+      "test_accuracy_at_best": progress["test_accuracy_at_best"],
+      "teacher_test_accuracy": progress["teacher_test_accuracy"],
+      "history": progress["history"],
+      "steps": int(state.step), "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
       "finished": int(state.step) >= total_steps,
       "images_per_s": (progress["train_images"] / progress["train_seconds"]
                        if progress["train_seconds"] else None),
@@ -233,6 +257,7 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
       "config": config.to_dict(),
   }
   reporting.write_summary(workdir, summary)
-  logging.info("Run finished: final eval accuracy %s, best %s.", summary["final_eval_accuracy"],
-               summary["best_eval_accuracy"])
+  logging.info("Run finished: final test accuracy %s; test accuracy %s at the best %s step %s.",
+               summary["final_test_accuracy"], summary["test_accuracy_at_best"], selection_split,
+               summary["best_step"])
   return summary

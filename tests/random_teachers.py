@@ -1,14 +1,12 @@
 """Small randomly initialised teachers and batches, for tests that drive the train step."""
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd import checkpoint, models
+from jaxkd import checkpoint, data, models
 
-INFO = types.SimpleNamespace(num_classes=10, image_shape=(8, 8, 1))
+INFO = data.dataset_info("digits")  # 10 classes of 8×8×1 images.
 
 
 def export_random_teacher(workdir, model_name="cnn_large", seed=1, num_classes=10):

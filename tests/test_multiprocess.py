@@ -127,8 +127,8 @@ def test_two_processes_train_the_quickstart_exactly_as_one(tmp_path):
     assert "1 process(es)" in reference["hardware"]
     assert distributed["hardware"].startswith(f"{GLOBAL_DEVICES}x ")
     assert f"{NUM_PROCESSES} process(es)" in distributed["hardware"]
-    assert distributed["final_eval_accuracy"] == reference["final_eval_accuracy"]
-    assert distributed["teacher_eval_accuracy"] == reference["teacher_eval_accuracy"]
+    assert distributed["final_test_accuracy"] == reference["final_test_accuracy"]
+    assert distributed["teacher_test_accuracy"] == reference["teacher_test_accuracy"]
 
     expected = exported_variables(os.path.join(one, stage))
     actual = exported_variables(os.path.join(two, stage))

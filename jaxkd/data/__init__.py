@@ -3,10 +3,13 @@
     info = jaxkd.data.dataset_info("cifar100")          # classes, shapes, mean/std, ...
     data = jaxkd.data.create_input(config, mesh)         # config.dataset, batch_size, ...
     for batch in data.train_batches(start_step): ...     # {'image', 'label'}, sharded P('data')
-    for batch in data.eval_batches(): ...                # {'image', 'label', 'mask'}
+    for batch in data.eval_batches("test"): ...          # {'image', 'label', 'mask'}
+                                                         # ('validation' when held out)
 
 Data sets: cifar100, cifar10, fashion_mnist, imagenet2012 (standard TFDS builders, prepared
-with `tfds build`), digits (scikit-learn, built on first use) and cifar10_jpeg (the real
+with `tfds build`; cifar100/cifar10 also offline from the official binary archive with
+`python -m jaxkd.data.prepare`, or by the run itself when the archive is in
+$JAXKD_MANUAL_DIR), digits (scikit-learn, built on first use) and cifar10_jpeg (the real
 CIFAR-10 JPEGs, built on first use from cifar10_jpeg.tar.gz in $JAXKD_MANUAL_DIR or
 <repository>/../shared/data). See `input` for the two input paths and the batch contract.
 Importing this package imports no TensorFlow.
@@ -16,8 +19,10 @@ from jaxkd.data.datasets import DatasetInfo
 from jaxkd.data.datasets import dataset_info
 from jaxkd.data.datasets import dataset_names
 from jaxkd.data.input import Input
+from jaxkd.data.input import TEST_SPLIT
+from jaxkd.data.input import VALIDATION_SPLIT
 from jaxkd.data.input import create_input
 from jaxkd.data.tfds_source import MissingDatasetError
 
-__all__ = ["DatasetInfo", "Input", "MissingDatasetError", "create_input", "dataset_info",
-           "dataset_names"]
+__all__ = ["DatasetInfo", "Input", "MissingDatasetError", "TEST_SPLIT", "VALIDATION_SPLIT",
+           "create_input", "dataset_info", "dataset_names"]

@@ -12,7 +12,7 @@ is the same whatever the number of hosts.
 """
 
 import math
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -45,34 +45,41 @@ class DeviceInput(input_lib.Input):
   path = "device"
 
   def __init__(self, info: datasets.DatasetInfo, *, train: tuple[np.ndarray, np.ndarray],
-               evaluation: tuple[np.ndarray, np.ndarray], batch_size: int,
+               evaluation: Mapping[str, tuple[np.ndarray, np.ndarray]], batch_size: int,
                eval_batch_size: int, seed: int, mesh: jax.sharding.Mesh):
+    """`evaluation` maps each evaluation split name ('test', 'validation') to its arrays."""
     self.info = info
     train_images, train_labels = train
-    eval_images, eval_labels = evaluation
     self.steps_per_epoch = len(train_labels) // batch_size
     if self.steps_per_epoch == 0:
       raise ValueError(f"batch_size={batch_size} exceeds the {len(train_labels)} training "
                        f"examples of '{info.name}'")
-    self.num_eval_batches = math.ceil(len(eval_labels) / eval_batch_size)
     self._batch_size = batch_size
     self._eval_batch_size = eval_batch_size
     self._num_train = len(train_labels)
-    self._num_eval = len(eval_labels)
     replicated = NamedSharding(mesh, P())
     self._batch_sharding = NamedSharding(mesh, P("data"))
     self._train_images = _put_replicated(train_images, replicated)
     self._train_labels = _put_replicated(train_labels, replicated)
-    padding = self.num_eval_batches * eval_batch_size - self._num_eval
-    self._eval_images = _put_replicated(
-        np.concatenate([eval_images, np.zeros((padding,) + eval_images.shape[1:], np.uint8)]),
-        replicated)
-    self._eval_labels = _put_replicated(
-        np.concatenate([eval_labels, np.zeros((padding,), np.int32)]), replicated)
+    self.eval_splits = tuple(evaluation)
+    self._eval_arrays = {name: self._padded_eval_arrays(*arrays, replicated)
+                         for name, arrays in evaluation.items()}
+    self.num_eval_batches = len(self._eval_arrays[input_lib.TEST_SPLIT][2])
     self._shuffle_key, self._augment_key = stream_keys(seed)
     self._epoch_order = jax.jit(self._order_of_epoch, out_shardings=replicated)
     self._train_batch = jax.jit(self._make_train_batch, out_shardings=self._batch_sharding)
-    self._eval_batch = jax.jit(self._make_eval_batch, out_shardings=self._batch_sharding)
+    self._eval_batch = jax.jit(self._make_eval_batch, out_shardings=self._batch_sharding,
+                               static_argnums=3)
+
+  def _padded_eval_arrays(self, images: np.ndarray, labels: np.ndarray,
+                          replicated: NamedSharding) -> tuple[jax.Array, jax.Array, range, int]:
+    """(images, labels) padded to whole batches and placed, the batch indices, the count."""
+    num_batches = math.ceil(len(labels) / self._eval_batch_size)
+    padding = num_batches * self._eval_batch_size - len(labels)
+    images = np.concatenate([images, np.zeros((padding,) + images.shape[1:], np.uint8)])
+    labels = np.concatenate([labels, np.zeros((padding,), np.int32)])
+    return (_put_replicated(images, replicated), _put_replicated(labels, replicated),
+            range(num_batches), len(labels) - padding)
 
   def _order_of_epoch(self, shuffle_key: jax.Array, epoch: jax.Array) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), self._num_train)
@@ -90,11 +97,11 @@ class DeviceInput(input_lib.Input):
     return {"image": device_augment.normalize(batch_images, self.info.mean, self.info.std),
             "label": labels[positions]}
 
-  def _make_eval_batch(self, images, labels, index):
+  def _make_eval_batch(self, images, labels, index, num_examples):
     start = index * self._eval_batch_size
     batch_images = jax.lax.dynamic_slice_in_dim(images, start, self._eval_batch_size)
     batch_labels = jax.lax.dynamic_slice_in_dim(labels, start, self._eval_batch_size)
-    mask = start + jnp.arange(self._eval_batch_size) < self._num_eval
+    mask = start + jnp.arange(self._eval_batch_size) < num_examples
     return {"image": device_augment.normalize(batch_images, self.info.mean, self.info.std),
             "label": batch_labels, "mask": mask}
 
@@ -111,6 +118,7 @@ class DeviceInput(input_lib.Input):
                               np.int32(step))
       step += 1
 
-  def eval_batches(self) -> Iterator[dict[str, jax.Array]]:
-    for index in range(self.num_eval_batches):
-      yield self._eval_batch(self._eval_images, self._eval_labels, np.int32(index))
+  def eval_batches(self, split: str = input_lib.TEST_SPLIT) -> Iterator[dict[str, jax.Array]]:
+    images, labels, indices, num_examples = self._eval_arrays[self._check_split(split)]
+    for index in indices:
+      yield self._eval_batch(images, labels, np.int32(index), num_examples)

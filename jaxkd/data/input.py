@@ -7,9 +7,14 @@ Two interchangeable paths produce the same contract (see `Input`):
 - 'tfdata' (`tfdata_input`): per-host tf.data pipelines (required for ImageNet).
 `input_path='auto'` picks 'device' for data sets that fit in memory, 'tfdata' otherwise.
 
+Evaluation splits: 'test' is the data set's published evaluation split (CIFAR's test split,
+ImageNet's TFDS 'validation' split, as papers report); 'validation' exists when
+`validation_examples` > 0 and is held out of the training split (`validation_split`), which
+then trains on the rest.
+
 Config fields read: dataset, data_dir ('' = TFDS default), batch_size and eval_batch_size
 (global), seed, input_path ('auto' | 'device' | 'tfdata', default 'auto'), image_size (ImageNet
-resolution, default 224).
+resolution, default 224), validation_examples and validation_seed (default 0: no validation).
 """
 
 import abc
@@ -18,11 +23,15 @@ from typing import Iterator
 
 import jax
 import ml_collections
+import numpy as np
 
 from jaxkd.data import datasets
 from jaxkd.data import tfds_source
+from jaxkd.data import validation_split
 
 INPUT_PATHS = ("auto", "device", "tfdata")
+TEST_SPLIT = "test"
+VALIDATION_SPLIT = "validation"
 
 
 class Input(abc.ABC):
@@ -32,12 +41,14 @@ class Input(abc.ABC):
     info: the data set as the model sees it (ImageNet's image_shape follows image_size).
     steps_per_epoch: floor(training examples / batch_size); the last partial batch of each
       epoch is dropped (with several hosts: floor(examples per host / local batch)).
-    num_eval_batches: length of `eval_batches()`.
+    num_eval_batches: length of `eval_batches('test')`.
+    eval_splits: the evaluation splits: ('test',) or ('test', 'validation').
     path: 'device' or 'tfdata'.
   """
   info: datasets.DatasetInfo
   steps_per_epoch: int
   num_eval_batches: int
+  eval_splits: tuple[str, ...]
   path: str
 
   @abc.abstractmethod
@@ -50,11 +61,19 @@ class Input(abc.ABC):
     """
 
   @abc.abstractmethod
-  def eval_batches(self) -> Iterator[dict[str, jax.Array]]:
-    """{'image', 'label', 'mask'} batches of eval_batch_size covering each eval example once.
+  def eval_batches(self, split: str = TEST_SPLIT) -> Iterator[dict[str, jax.Array]]:
+    """{'image', 'label', 'mask'} batches of eval_batch_size covering each example of `split`
+    ('test' or 'validation') once.
 
     The last batch is padded with zero images; 'mask' (B,) bool is False on padding.
     """
+
+  def _check_split(self, split: str) -> str:
+    if split not in self.eval_splits:
+      raise ValueError(f"no '{split}' split in this run; evaluation splits: "
+                       f"{', '.join(self.eval_splits)} (a validation split needs "
+                       "--config.validation_examples > 0)")
+    return split
 
 
 def _choose_path(source: datasets.DatasetSource, requested: str) -> str:
@@ -96,15 +115,28 @@ def create_input(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
   _check_batch_size("eval_batch_size", config.eval_batch_size, mesh)
   info = _model_info(source, config)
   builder = tfds_source.prepared_builder(source, config.data_dir)
+  holdout = config.get("validation_examples", 0)
+  validation_seed = config.get("validation_seed", 0)
   if path == "device":
     from jaxkd.data import device_input  # pylint: disable=g-import-not-at-top
+    train = tfds_source.load_split_arrays(builder, source.train_split)
+    evaluation = {TEST_SPLIT: tfds_source.load_split_arrays(builder, source.eval_split)}
+    if holdout:
+      train, evaluation[VALIDATION_SPLIT] = split_arrays(train, holdout, validation_seed)
     return device_input.DeviceInput(
-        info,
-        train=tfds_source.load_split_arrays(builder, source.train_split),
-        evaluation=tfds_source.load_split_arrays(builder, source.eval_split),
+        info, train=train, evaluation=evaluation,
         batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
         seed=config.seed, mesh=mesh)
   from jaxkd.data import tfdata_input  # pylint: disable=g-import-not-at-top
   return tfdata_input.TfDataInput(
       info, source, builder, batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, seed=config.seed, mesh=mesh)
+      eval_batch_size=config.eval_batch_size, seed=config.seed, mesh=mesh,
+      validation_examples=holdout, validation_seed=validation_seed)
+
+
+def split_arrays(train: tuple[np.ndarray, np.ndarray], validation_examples: int,
+                 seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """(train, validation) arrays: `validation_examples` held out, class-balanced and seeded."""
+  images, labels = train
+  kept, held_out = validation_split.holdout(labels, validation_examples, seed)
+  return (images[kept], labels[kept]), (images[held_out], labels[held_out])

@@ -24,6 +24,7 @@ from jaxkd.data import datasets
 from jaxkd.data import input as input_lib
 from jaxkd.data import tf_augment
 from jaxkd.data import tfds_source
+from jaxkd.data import validation_split
 
 STREAM_SHUFFLE_BUFFER = 10_000
 
@@ -36,6 +37,10 @@ except RuntimeError:  # TensorFlow's devices were already initialised by its use
 def derived_seed(*parts: int) -> int:
   """A 31-bit seed that depends on all of `parts`."""
   return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] >> 1)
+
+
+def _dataset_of(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+  return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
 
 
 def _host_split(split: str, drop_remainder: bool) -> Any:
@@ -51,7 +56,8 @@ class TfDataInput(input_lib.Input):
 
   def __init__(self, info: datasets.DatasetInfo, source: datasets.DatasetSource,
                builder: tfds.core.DatasetBuilder, *, batch_size: int, eval_batch_size: int,
-               seed: int, mesh: jax.sharding.Mesh):
+               seed: int, mesh: jax.sharding.Mesh, validation_examples: int = 0,
+               validation_seed: int = 0):
     self.info = info
     self._builder = builder
     self._in_memory = source.fits_in_memory
@@ -60,29 +66,64 @@ class TfDataInput(input_lib.Input):
     self._local_batch = batch_size // jax.process_count()
     self._local_eval_batch = eval_batch_size // jax.process_count()
     self._sharding = NamedSharding(mesh, P("data"))
-    self._train_split = _host_split(source.train_split, drop_remainder=True)
-    self._eval_split = _host_split(source.eval_split, drop_remainder=False)
+    train_split, eval_splits = source.train_split, {input_lib.TEST_SPLIT: source.eval_split}
+    if validation_examples:  # In memory, the held-out examples are chosen from the arrays.
+      streamed = validation_split.streamed_splits(source.train_split, validation_examples)
+      eval_splits[input_lib.VALIDATION_SPLIT] = None if self._in_memory else streamed[1]
+      train_split = source.train_split if self._in_memory else streamed[0]
+    self.eval_splits = tuple(eval_splits)
+    self._train_split = _host_split(train_split, drop_remainder=True)
+    self._eval_tfds_splits = {name: _host_split(split, drop_remainder=False)
+                              for name, split in eval_splits.items() if split is not None}
     if self._in_memory:
-      self._train_examples = self._examples_in_memory(self._train_split)
-      self._eval_examples = self._examples_in_memory(self._eval_split)
+      self._load_in_memory(source, validation_examples, validation_seed)
       host_train = int(self._train_examples.cardinality())
-      host_eval = int(self._eval_examples.cardinality())
+      host_eval = {name: int(examples.cardinality())
+                   for name, examples in self._eval_examples.items()}
     else:
       host_train = builder.info.splits[self._train_split].num_examples
-      host_eval = builder.info.splits[self._eval_split].num_examples
+      host_eval = {name: builder.info.splits[split].num_examples
+                   for name, split in self._eval_tfds_splits.items()}
     if jax.process_count() > 1:  # Every host must produce the same number of eval batches.
-      host_eval = math.ceil(builder.info.splits[source.eval_split].num_examples
-                            / jax.process_count())
+      host_eval = {name: math.ceil(self._split_size(name, eval_splits, validation_examples)
+                                   / jax.process_count()) for name in eval_splits}
     self.steps_per_epoch = host_train // self._local_batch
     if self.steps_per_epoch == 0:
       raise ValueError(f"batch_size={batch_size} exceeds the training examples of "
                        f"'{info.name}'")
-    self.num_eval_batches = math.ceil(host_eval / self._local_eval_batch)
+    self._num_eval_batches = {name: math.ceil(count / self._local_eval_batch)
+                              for name, count in host_eval.items()}
+    self.num_eval_batches = self._num_eval_batches[input_lib.TEST_SPLIT]
     self._augment_seed = derived_seed(seed, self._host, 1)
 
+  def _split_size(self, name: str, eval_splits: dict[str, str], validation_examples: int) -> int:
+    if name == input_lib.VALIDATION_SPLIT:
+      return validation_examples
+    return self._builder.info.splits[eval_splits[name]].num_examples
+
+  def _load_in_memory(self, source: datasets.DatasetSource, validation_examples: int,
+                      validation_seed: int) -> None:
+    """This host's train and evaluation examples, read once into memory.
+
+    With a validation split, every host reads the whole training split, holds out the same
+    examples, and keeps every P-th of the rest (equal parts) and of the held-out ones.
+    """
+    self._eval_examples = {input_lib.TEST_SPLIT: self._examples_in_memory(
+        self._eval_tfds_splits[input_lib.TEST_SPLIT])}
+    if not validation_examples:
+      self._train_examples = self._examples_in_memory(self._train_split)
+      return
+    train, validation = input_lib.split_arrays(
+        tfds_source.load_split_arrays(self._builder, source.train_split), validation_examples,
+        validation_seed)
+    hosts = jax.process_count()
+    per_host = len(train[1]) // hosts
+    self._train_examples = _dataset_of(*(a[self._host::hosts][:per_host] for a in train))
+    self._eval_examples[input_lib.VALIDATION_SPLIT] = _dataset_of(
+        *(a[self._host::hosts] for a in validation))
+
   def _examples_in_memory(self, split: Any) -> tf.data.Dataset:
-    images, labels = tfds_source.load_split_arrays(self._builder, split)
-    return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+    return _dataset_of(*tfds_source.load_split_arrays(self._builder, split))
 
   def _train_epoch_examples(self, epoch: int) -> tf.data.Dataset:
     shuffle_seed = derived_seed(self._seed, self._host, 0, epoch)
@@ -135,12 +176,13 @@ class TfDataInput(input_lib.Input):
         yield self._to_global(local_batch)
       epoch, skip_steps = epoch + 1, 0
 
-  def eval_batches(self) -> Iterator[dict[str, jax.Array]]:
+  def eval_batches(self, split: str = input_lib.TEST_SPLIT) -> Iterator[dict[str, jax.Array]]:
+    self._check_split(split)
     if self._in_memory:
-      examples = self._eval_examples
+      examples = self._eval_examples[split]
     else:
       examples = tfds_source.tf_examples(
-          self._builder, self._eval_split,
+          self._builder, self._eval_tfds_splits[split],
           decode_images=self.info.augmentation != "imagenet")
     padding = tf.data.Dataset.from_tensors({
         "image": tf.zeros(self.info.image_shape, tf.float32),
@@ -149,7 +191,7 @@ class TfDataInput(input_lib.Input):
                             deterministic=True)
                .concatenate(padding)
                .batch(self._local_eval_batch)
-               .take(self.num_eval_batches)
+               .take(self._num_eval_batches[split])
                .prefetch(tf.data.AUTOTUNE))
     for local_batch in tfds.as_numpy(batches):
       yield self._to_global(local_batch)

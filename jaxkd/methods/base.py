@@ -158,6 +158,10 @@ class Method(abc.ABC):
     del nets, batch, rng, step_info
     return state, {}
 
+  def student_checkpoint(self) -> str:
+    """The checkpoint the student starts from ('' = from scratch): `config.student_checkpoint`."""
+    return self.config.get("student_checkpoint", "")
+
   def export_variables(self, state) -> PyTree:
     """What a finished run exports as its model: the student's variables."""
     return {"params": state.params["student"], "batch_stats": state.batch_stats["student"]}

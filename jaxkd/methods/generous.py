@@ -14,9 +14,9 @@ settings (`std_source='teacher'` gives both models S's temperature; `std_classes
 'non_target'` takes the std over the C − 1 non-target logits; `tckd_weight > 0` adds the
 target/non-target term). Defaults: k = 2 (LS-KD's base τ), λ = 1, std over all C logits
 of each model's own, no TCKD ("only non-target knowledge"); the paper's values are
-unknown (suggested sweep: k ∈ {1..4}, λ ∈ {1, 2, 4, 8}). G starts from scratch: starting
-from S's weights would need the trainer to let a method set the initial student
-parameters, which it does not.
+unknown (suggested sweep: k ∈ {1..4}, λ ∈ {1, 2, 4, 8}). G starts from scratch by default;
+`init_from_teacher=True` starts it from S's weights (G must then be S's architecture), the
+paper's other option.
 G is exported as a plain model, so the next stage distils a student from it as from any
 teacher (`configs/generous_teacher_cifar100.py` chains all three stages).
 """
@@ -43,6 +43,7 @@ class GenerousTeacher(base.Method):
         "tckd_weight": 0.0,  # > 0 adds TCKD; 0: "only non-target knowledge" (abstract).
         "std_source": "own",  # 'own': each model its std (LS-KD); 'teacher': S's for both.
         "std_classes": "all",  # 'all' C logits (ddof = 1) | 'non_target' (the C − 1 others).
+        "init_from_teacher": False,  # True: G starts from S's weights instead of from scratch.
     })
 
   def validate(self) -> None:
@@ -51,9 +52,18 @@ class GenerousTeacher(base.Method):
     if hp.std_source not in ("own", "teacher"):
       raise ValueError(f"config.generous.std_source must be 'own' or 'teacher', "
                        f"got '{hp.std_source}'")
+    if hp.init_from_teacher and self.config.get("student_checkpoint"):
+      raise ValueError("config.generous.init_from_teacher starts G from the standard teacher: "
+                       "leave config.student_checkpoint empty or set init_from_teacher=False")
     if hp.std_classes not in ("all", "non_target"):
       raise ValueError(f"config.generous.std_classes must be 'all' or 'non_target', "
                        f"got '{hp.std_classes}'")
+
+  def student_checkpoint(self) -> str:
+    """S's checkpoint when G starts from S (`init_from_teacher`), else the run's setting."""
+    if self.hparams.init_from_teacher:
+      return self.config.teacher_checkpoint
+    return super().student_checkpoint()
 
   def temperature(self, logits, labels):
     """T_i = k · (std(z_i) + ε), the std over the classes `std_classes` names."""

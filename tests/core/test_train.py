@@ -31,12 +31,12 @@ def exported_params(workdir):
 def test_quickstart_teacher_learns_student_distills_and_rerun_skips(tmp_path):
   summary = train.train_and_evaluate(quickstart_config(), str(tmp_path))
   teacher, student = summary["stages"]["teacher"], summary["stages"]["student"]
-  assert teacher["final_eval_accuracy"] >= 0.90
-  assert student["final_eval_accuracy"] >= 0.80
-  assert student["teacher_eval_accuracy"] == [pytest.approx(teacher["final_eval_accuracy"])]
-  assert summary["final_eval_accuracy"] == student["final_eval_accuracy"]
+  assert teacher["final_test_accuracy"] >= 0.90
+  assert student["final_test_accuracy"] >= 0.80
+  assert student["teacher_test_accuracy"] == [pytest.approx(teacher["final_test_accuracy"])]
+  assert summary["final_test_accuracy"] == student["final_test_accuracy"]
   on_disk = json.load(open(tmp_path / "summary.json"))
-  for key in ("final_eval_accuracy", "best_eval_accuracy", "wall_time_s", "steps",
+  for key in ("final_test_accuracy", "test_accuracy_at_best", "wall_time_s", "steps",
               "images_per_s", "method", "dataset"):
     assert key in on_disk
   assert on_disk["method"] == "kd" and on_disk["dataset"] == "digits"
@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
   b = exported_params(str(tmp_path / "resumed"))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
-  assert resumed["final_eval_accuracy"] == straight["final_eval_accuracy"]
+  assert resumed["final_test_accuracy"] == straight["final_test_accuracy"]
   assert os.listdir(tmp_path / "resumed" / "best")
 
 

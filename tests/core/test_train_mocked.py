@@ -36,8 +36,8 @@ def test_kd_pipeline_on_mocked_cifar100(mocked_dir, tmp_path):
   assert summary["dataset"] == "cifar100" and summary["method"] == "kd"
   student = summary["stages"]["student"]
   assert student["steps"] == 2 and student["total_steps"] == 240 * (NUM_EXAMPLES // 16)
-  assert 0.0 <= student["final_eval_accuracy"] <= 1.0
-  assert len(student["teacher_eval_accuracy"]) == 1
+  assert 0.0 <= student["final_test_accuracy"] <= 1.0
+  assert len(student["teacher_test_accuracy"]) == 1
 
 
 def test_dkd_pipeline_on_mocked_imagenet(mocked_dir, tmp_path):
@@ -46,7 +46,7 @@ def test_dkd_pipeline_on_mocked_imagenet(mocked_dir, tmp_path):
   summary = train.train_and_evaluate(config, str(tmp_path))
   student = summary["stages"]["student"]
   assert summary["dataset"] == "imagenet2012" and student["method"] == "dkd"
-  assert student["steps"] == 2 and 0.0 <= student["final_eval_accuracy"] <= 1.0
+  assert student["steps"] == 2 and 0.0 <= student["final_test_accuracy"] <= 1.0
 
 
 CIFAR_DISTILLATION_CONFIGS = ("kd_cifar100", "dkd_cifar100", "ka_cifar100", "dtd_cifar100",
@@ -82,4 +82,4 @@ def test_every_cifar_config_runs_a_step(mocked_dir, cifar100_teacher, tmp_path, 
                                        if name != "generous_teacher_cifar100"
                                        else [cifar100_teacher])
   summary = train.train_and_evaluate(config, str(tmp_path))
-  assert summary["steps"] == 1 and 0.0 <= summary["final_eval_accuracy"] <= 1.0
+  assert summary["steps"] == 1 and 0.0 <= summary["final_test_accuracy"] <= 1.0

@@ -144,7 +144,7 @@ def test_device_augmentation_matches_numpy_reconstruction():
   images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, 40).astype(np.int32)
   pipeline = device_input.DeviceInput(
-      info, train=(images, labels), evaluation=(images[:8], labels[:8]), batch_size=16,
+      info, train=(images, labels), evaluation={"test": (images[:8], labels[:8])}, batch_size=16,
       eval_batch_size=8, seed=7, mesh=data_mesh())
   shuffle_key, augment_key = device_input.stream_keys(7)
   stream = pipeline.train_batches(0)
@@ -161,7 +161,8 @@ def test_device_augmentation_matches_numpy_reconstruction():
     np.testing.assert_allclose(batch["image"], expected, atol=1e-5)
 
 
-def test_missing_standard_dataset_names_data_dir_and_fix(tmp_path):
+def test_missing_standard_dataset_names_data_dir_and_fix(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXKD_MANUAL_DIR", str(tmp_path / "no_archives_here"))
   with pytest.raises(jaxkd.data.MissingDatasetError) as error:
     jaxkd.data.create_input(make_config("cifar100", str(tmp_path)), data_mesh())
   message = str(error.value)
@@ -184,3 +185,31 @@ def test_bad_settings_fail_before_any_work(digits_dir):
   with pytest.raises(ValueError, match="use input_path='tfdata'"):
     jaxkd.data.create_input(make_config("imagenet2012", digits_dir, input_path="device"),
                             data_mesh())
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_validation_split_is_held_out_of_training(path, digits_dir, digits_splits):
+  """Both paths hold out the same 100 class-balanced training images, train on the other
+  1,337, and evaluate each held-out image once."""
+  data = jaxkd.data.create_input(
+      make_config("digits", digits_dir, input_path=path, validation_examples=100,
+                  validation_seed=0), data_mesh())
+  assert data.eval_splits == ("test", "validation")
+  assert data.steps_per_epoch == 1337 // 64
+  batches = [as_numpy(b) for b in data.eval_batches("validation")]
+  mask = np.concatenate([b["mask"] for b in batches])
+  assert mask.sum() == 100
+  labels = np.concatenate([b["label"] for b in batches])[mask]
+  assert np.all(np.bincount(labels, minlength=10) == 10)
+  train_images, train_labels = digits_splits["train"]
+  _, held_out = jaxkd.data.input.split_arrays((train_images, train_labels), 100, 0)
+  info = data.info
+  images = np.concatenate([b["image"] for b in batches])[mask]
+  np.testing.assert_allclose(images, (held_out[0] / 255.0 - info.mean[0]) / info.std[0],
+                             atol=1e-5)
+  np.testing.assert_array_equal(labels, held_out[1])
+  train_labels_seen = np.concatenate([np.asarray(next(data.train_batches(s))["label"])
+                                      for s in range(2)])
+  assert len(train_labels_seen) == 128
+  with pytest.raises(ValueError, match="no 'train' split"):
+    next(data.eval_batches("train"))

@@ -57,6 +57,18 @@ def test_imagenet2012(mocked_dir):
   assert np.isfinite(image).all() and image.std() > 0.1
 
 
+def test_imagenet2012_holds_out_the_first_training_examples(mocked_dir):
+  """Streamed data holds out `train[:n]` (big_vision's minival) and trains on `train[n:]`."""
+  config = make_config("imagenet2012", mocked_dir, batch_size=16, eval_batch_size=16,
+                       image_size=32, validation_examples=16)
+  data = jaxkd.data.create_input(config, data_mesh())
+  assert data.eval_splits == ("test", "validation")
+  assert data.steps_per_epoch == (NUM_EXAMPLES - 16) // 16
+  validation = list(data.eval_batches("validation"))
+  assert len(validation) == 1 and int(validation[0]["mask"].sum()) == 16
+  assert sum(int(b["mask"].sum()) for b in data.eval_batches("test")) == NUM_EXAMPLES
+
+
 def test_tf_cifar_crop_is_a_padded_window_maybe_flipped():
   image = np.random.default_rng(0).integers(1, 256, (32, 32, 3), dtype=np.uint8)
   padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))

@@ -4,12 +4,15 @@ pipeline on digits (given standard teacher ▶ generous teacher ▶ KD student f
 import importlib.util
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from jaxkd import config_validation, pipeline, train
 from tests import numpy_reference as ref
+from tests.methods.conftest import TEACHER_MODEL, digits_run
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs",
                       "generous_teacher_cifar100.py")
@@ -57,7 +60,7 @@ def gt_reference(teacher, student, labels, k, lam, source, classes, tckd_weight)
 def test_defaults(make_method):
   hp = make_method("generous").hparams
   assert (hp.std_multiple, hp.nckd_weight, hp.ce_weight, hp.tckd_weight, hp.std_source,
-          hp.std_classes) == (2.0, 1.0, 1.0, 0.0, "own", "all")
+          hp.std_classes, hp.init_from_teacher) == (2.0, 1.0, 1.0, 0.0, "own", "all", False)
 
 
 @pytest.mark.parametrize("source, classes, tckd_weight", [
@@ -119,10 +122,26 @@ def test_pipeline_on_digits(digits_teacher_workdir, tmp_path, initial_and_final_
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert set(summary["stages"]) == {"generous", "student"}
   generous = summary["stages"]["generous"]
-  assert generous["teacher_eval_accuracy"][0] > 0.9
-  assert generous["final_eval_accuracy"] > 0.7, generous["final_eval_accuracy"]
+  assert generous["teacher_test_accuracy"][0] > 0.9
+  assert generous["final_test_accuracy"] > 0.7, generous["final_test_accuracy"]
   student = summary["stages"]["student"]
-  assert student["teacher_eval_accuracy"][0] == pytest.approx(generous["final_eval_accuracy"])
-  assert student["final_eval_accuracy"] > 0.7, student["final_eval_accuracy"]
+  assert student["teacher_test_accuracy"][0] == pytest.approx(generous["final_test_accuracy"])
+  assert student["final_test_accuracy"] > 0.7, student["final_test_accuracy"]
   stage = pipeline.resolve_stage(config, "generous", str(tmp_path))
   assert_only_student_side_moved(*initial_and_final_state(stage, str(tmp_path / "generous")))
+
+
+def test_init_from_teacher_starts_g_from_the_standard_teacher(digits_teacher_workdir, tmp_path):
+  """With `init_from_teacher`, G's first weights are S's: one step at learning rate 0 keeps
+  them, so G's export equals S's."""
+  config = digits_run("generous", TEACHER_MODEL, 1)
+  config.teacher_model, config.teacher_checkpoint = TEACHER_MODEL, digits_teacher_workdir
+  config.generous.init_from_teacher = True
+  config.max_steps = 1
+  config.optimizer.learning_rate, config.optimizer.weight_decay = 0.0, 0.0
+  train.train_and_evaluate(config, str(tmp_path))
+  checkpointer = ocp.StandardCheckpointer()
+  teacher = checkpointer.restore(os.path.join(digits_teacher_workdir, "export", "variables"))
+  generous = checkpointer.restore(os.path.join(str(tmp_path), "export", "variables"))
+  for a, b in zip(jax.tree.leaves(teacher["params"]), jax.tree.leaves(generous["params"])):
+    np.testing.assert_array_equal(a, b)

@@ -72,5 +72,5 @@ def test_bad_settings_are_named(make_method, settings, message):
 def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
                                                    assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("ka")
-  assert summary["final_eval_accuracy"] > 0.7, summary["final_eval_accuracy"]
+  assert summary["final_test_accuracy"] > 0.7, summary["final_test_accuracy"]
   assert_only_student_side_moved(*initial_and_final_state(config, workdir))

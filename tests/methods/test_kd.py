@@ -64,6 +64,6 @@ def test_gradient_is_t_times_probability_gap_and_none_reaches_the_teacher(make_m
 def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
                                                    assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("kd")
-  assert summary["teacher_eval_accuracy"][0] > 0.9
-  assert summary["final_eval_accuracy"] > 0.7, summary["final_eval_accuracy"]
+  assert summary["teacher_test_accuracy"][0] > 0.9
+  assert summary["final_test_accuracy"] > 0.7, summary["final_test_accuracy"]
   assert_only_student_side_moved(*initial_and_final_state(config, workdir))

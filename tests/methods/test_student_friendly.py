@@ -140,5 +140,5 @@ def test_heads_must_divide_the_classes(make_method):
 def test_student_learns_and_the_simplifier_moves(distill_on_digits, initial_and_final_state,
                                                  assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("student_friendly")
-  assert summary["final_eval_accuracy"] > 0.7, summary["final_eval_accuracy"]
+  assert summary["final_test_accuracy"] > 0.7, summary["final_test_accuracy"]
   assert_only_student_side_moved(*initial_and_final_state(config, workdir), extra_moves=True)
