@@ -9,15 +9,23 @@ Layout of a workdir:
 A teacher may also be a PyTorch state_dict file in its model's published layout
 (`jaxkd.torch_layout`), imported when loaded.
 
+    fingerprint.json        what the run is: its config fields that change results and the
+                            exports it learnt from (`run_record`), checked on every rerun
+
 Orbax writes each checkpoint to a temporary directory and renames it when complete,
-so a run killed mid-save leaves the previous checkpoint intact.
+so a run killed mid-save leaves the previous checkpoint intact. A checkpoint that
+cannot be restored, or holds a NaN or an inf, is moved aside to
+`checkpoints/<step>.<reason>-<time>` (never deleted) and the one before it is used.
 """
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+from absl import logging
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
@@ -40,16 +48,22 @@ def _manager_options(keep: int, name: str) -> ocp.CheckpointManagerOptions:
       multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
 
 
+def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
+  """The handlers of a checkpoint's items, known up front so that metadata reads before any
+  save or restore."""
+  return {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
+
+
 class CheckpointStore:
   """The last `keep` train states plus the best one, each with a small JSON of progress."""
 
   def __init__(self, workdir: str, keep: int):
     self._last = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=_manager_options(keep, "last"), item_names=("state", "progress"))
+        options=_manager_options(keep, "last"), item_handlers=_item_handlers())
     self._best = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "best"),
-        options=_manager_options(1, "best"), item_names=("state", "progress"))
+        options=_manager_options(1, "best"), item_handlers=_item_handlers())
 
   def latest_step(self) -> int | None:
     return self._last.latest_step()
@@ -61,19 +75,92 @@ class CheckpointStore:
     if is_best:
       self._best.save(step, args=args, force=True)
 
-  def restore_latest(self, state_like: PyTree) -> tuple[PyTree, dict]:
-    """The latest train state, restored with the shardings of `state_like`, and its progress."""
-    restored = self._last.restore(
-        self._last.latest_step(),
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state_like)),
-                                progress=ocp.args.JsonRestore()))
-    return restored["state"], restored["progress"]
+  def restore_latest(self, state_like: PyTree, model: str = "the config's model"
+                     ) -> tuple[PyTree, dict] | None:
+    """The latest good train state, restored with the shardings of `state_like`, and its
+    progress; None when no checkpoint is left.
+
+    A checkpoint that fails to restore or holds a non-finite value is moved aside with a
+    warning and the previous one is tried. A checkpoint of another model than `model` (what
+    the config calls the one `state_like` holds) raises ValueError.
+    """
+    while (step := self._last.latest_step()) is not None:
+      self._check_model(step, state_like, model)
+      try:
+        restored = self._last.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state_like)),
+                                          progress=ocp.args.JsonRestore()))
+        problem = None if _is_finite(restored["state"]) else "nonfinite"
+      except Exception as error:  # pylint: disable=broad-except
+        problem, restored = "corrupt", None
+        logging.warning("Checkpoint %d does not restore: %s", step, error)
+      if not _agreed(problem is not None):
+        return restored["state"], restored["progress"]
+      self._move_aside(step, problem or "corrupt")
+    return None
+
+  def _check_model(self, step: int, state_like: PyTree, model: str) -> None:
+    """Raises ValueError when checkpoint `step` holds parameters of other names or shapes."""
+    try:
+      stored = self._last.item_metadata(step)["state"].tree["params"]
+    except Exception:  # pylint: disable=broad-except
+      return  # Unreadable metadata: the restore fails and the checkpoint is moved aside.
+    problems = shape_differences(_dotted_shapes(stored), _dotted_shapes(state_like.params))
+    if problems:
+      raise ValueError(
+          f"checkpoint {step} in {self._last.directory} holds another model than {model} "
+          f"({'; '.join(problems[:3])}): give this config a new --workdir, or "
+          "--config.restart_stages=run (a stage's name in a pipeline) to retrain here")
+
+  def _move_aside(self, step: int, reason: str) -> None:
+    """Renames checkpoint `step` to `<step>.<reason>-<time>` and forgets it."""
+    target = move_aside(os.path.join(str(self._last.directory), str(step)), reason)
+    logging.warning("Checkpoint %d is %s: moved aside to %s; resuming from the one before it.",
+                    step, "not finite" if reason == "nonfinite" else "unreadable", target)
+    self._last.reload()
 
   def close(self) -> None:
     self._last.wait_until_finished()
     self._best.wait_until_finished()
     self._last.close()
     self._best.close()
+
+
+def _is_finite(tree: PyTree) -> bool:
+  """Whether every inexact entry of `tree` is finite."""
+  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree)
+             if jnp.issubdtype(x.dtype, jnp.inexact))
+
+
+def _agreed(flag: bool) -> bool:
+  """`flag` on this process, or on any process of a multi-process run."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _key_name(key) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _dotted_shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
+  """`{'student.Conv_0.kernel': shape}` of a tree of arrays or of orbax array metadata."""
+  return {".".join(_key_name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def shape_differences(found: dict[str, tuple], expected: dict[str, tuple]) -> list[str]:
+  """'name missing' / 'name has shape A, expected B' / 'name unexpected', in that order."""
+  problems = []
+  for name, shape in expected.items():
+    if name not in found:
+      problems.append(f"{name} missing")
+    elif found[name] != shape:
+      problems.append(f"{name} has shape {found[name]}, expected {shape}")
+  return problems + [f"{name} unexpected" for name in sorted(set(found) - set(expected))]
 
 
 def export_model(workdir: str, variables: PyTree, description: dict) -> None:
@@ -95,7 +182,7 @@ def write_export(export_dir: str, variables: PyTree, description: dict) -> None:
     multihost_utils.sync_global_devices("jaxkd_export_model")
 
 
-def _export_dir(path: str) -> str:
+def find_export_dir(path: str) -> str:
   """`path` itself if it is an export, else `path/export` (the workdir of a finished run)."""
   path = os.path.abspath(os.path.expanduser(path))
   if os.path.exists(os.path.join(path, "model.json")):
@@ -110,7 +197,7 @@ def _export_dir(path: str) -> str:
 
 def read_description(path: str) -> dict:
   """model.json of the export at `path` (an export directory or a finished run's workdir)."""
-  with open(os.path.join(_export_dir(path), "model.json")) as f:
+  with open(os.path.join(find_export_dir(path), "model.json")) as f:
     return json.load(f)
 
 
@@ -138,7 +225,7 @@ def load_exported_model(path: str, model_name: str, variables_like: PyTree) -> t
   """
   if torch_checkpoint.is_torch_checkpoint(path):
     return _import_torch_checkpoint(path, model_name, variables_like)
-  export_dir = _export_dir(path)
+  export_dir = find_export_dir(path)
   description = read_description(export_dir)
   if description.get("model") != model_name:
     raise ValueError(f"teacher checkpoint '{path}' holds a '{description.get('model')}' model, "
@@ -149,21 +236,28 @@ def load_exported_model(path: str, model_name: str, variables_like: PyTree) -> t
   checkpointer = ocp.StandardCheckpointer()
   variables_dir = os.path.join(export_dir, "variables")
   stored = checkpointer.metadata(variables_dir).item_metadata.tree
-  expected = jax.tree_util.tree_flatten_with_path(variables_like)[0]
-  found = {jax.tree_util.keystr(k): tuple(v.shape)
-           for k, v in jax.tree_util.tree_flatten_with_path(stored)[0]}
-  problems = []
-  for key_path, leaf in expected:
-    key = jax.tree_util.keystr(key_path)
-    if key not in found:
-      problems.append(f"{key} missing")
-    elif found[key] != tuple(np.shape(leaf)):
-      problems.append(f"{key} has shape {found[key]}, expected {tuple(np.shape(leaf))}")
-  extra = set(found) - {jax.tree_util.keystr(k) for k, _ in expected}
-  problems += [f"{key} unexpected" for key in sorted(extra)]
+  problems = shape_differences(_dotted_shapes(stored), _dotted_shapes(variables_like))
   if problems:
     raise ValueError(f"teacher checkpoint '{path}' does not match model '{model_name}' with "
                      f"this data set's classes: " + "; ".join(problems[:5]) +
                      (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
   variables = checkpointer.restore(variables_dir, _abstract(variables_like))
   return variables, description
+
+
+def move_aside(path: str, reason: str) -> str:
+  """Renames `path` to `<path>.<reason>-<time>` on process 0 (never deletes); returns it."""
+  target = f"{path.rstrip(os.sep)}.{reason}-{time.strftime('%Y%m%dT%H%M%S')}"
+  if jax.process_index() == 0:
+    os.rename(path, target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"jaxkd_move_aside_{os.path.basename(target)}")
+  return target
+
+
+def has_results(workdir: str) -> bool:
+  """Whether `workdir` holds a checkpoint, an export or a summary of a run."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  return (os.path.exists(os.path.join(workdir, "summary.json"))
+          or os.path.exists(os.path.join(workdir, EXPORT_DIR))
+          or (os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))))

@@ -75,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 0  # > 0: evaluate every this many steps instead of every epoch.
   config.checkpoint_every_steps = 0  # 0: checkpoint after each evaluation only.
   config.keep_checkpoints = 2  # The last N; the best one is kept apart.
+  # 'run': when the workdir holds a run of another config or teacher (fingerprint.json),
+  # move it aside (<workdir>.replaced-<time>) and train again instead of stopping.
+  config.restart_stages = ""
   return config
 
 
@@ -100,6 +103,9 @@ def pipeline_config(stages: dict[str, ml_collections.ConfigDict],
     sharing = [stage for name, stage in stages.items() if field not in own_fields.get(name, ())]
     config[field] = (sharing or list(stages.values()))[-1][field]
   config.teacher_checkpoint = ""
+  # Stages (comma-separated) to retrain, with the stages that learn from them, when their
+  # config or teacher changed since they ran; their old directories are moved aside.
+  config.restart_stages = ""
   config.stage_order = tuple(stages)
   config.stages = ml_collections.ConfigDict()
   for name, stage in stages.items():

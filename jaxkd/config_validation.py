@@ -6,7 +6,9 @@ Each problem is reported as one line that says what to fix.
 import jax
 import ml_collections
 
-from jaxkd import data, methods, models
+from jaxkd import data, methods, models, optim
+from jaxkd.methods import base
+from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, check_ranges
 
 FIELD_TYPES = {
     "method": str, "dataset": str, "data_dir": str, "input_path": str, "image_size": int,
@@ -16,6 +18,17 @@ FIELD_TYPES = {
     "batch_size": int, "eval_batch_size": int, "num_epochs": int, "max_steps": int, "seed": int,
     "half_precision": bool, "conv_impl": str, "log_every_steps": int, "eval_every_epochs": int,
     "checkpoint_every_steps": int, "keep_checkpoints": int,
+}
+# The valid range of every numeric field of FIELD_TYPES.
+FIELD_RANGES = {
+    "image_size": AT_LEAST_ONE, "validation_examples": NON_NEGATIVE,  # 0: none.
+    "validation_seed": NON_NEGATIVE, "eval_every_steps": NON_NEGATIVE,  # 0: per epoch.
+    "batch_size": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
+    "num_epochs": AT_LEAST_ONE, "max_steps": NON_NEGATIVE,  # 0: no limit.
+    "seed": NON_NEGATIVE, "log_every_steps": AT_LEAST_ONE,
+    "eval_every_epochs": AT_LEAST_ONE,
+    "checkpoint_every_steps": NON_NEGATIVE,  # 0: after each evaluation only.
+    "keep_checkpoints": AT_LEAST_ONE,
 }
 INPUT_PATHS = ("auto", "device", "tfdata")
 
@@ -35,6 +48,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
       raise ValueError(f"config.{field} must be a {expected.__name__}, got {value!r} "
                        f"({type(value).__name__})")
+  check_ranges("config", config, FIELD_RANGES)
+  for section in ("optimizer", "teacher_optimizer"):
+    optim.validate(config[section], f"config.{section}", config.num_epochs)
   method = methods.create_method(config)  # Unknown method or method settings raise here.
   data.dataset_info(config.dataset)
   models.create_model(config.student_model, num_classes=2)
@@ -51,12 +67,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.input_path not in INPUT_PATHS:
     raise ValueError(f"unknown input_path '{config.input_path}'; valid: {', '.join(INPUT_PATHS)}")
   for field in ("batch_size", "eval_batch_size"):
-    if config[field] <= 0 or config[field] % jax.device_count():
+    if config[field] % jax.device_count():
       raise ValueError(f"config.{field}={config[field]} must be a positive multiple of the "
                        f"{jax.device_count()} devices")
-  for field in ("num_epochs", "log_every_steps", "eval_every_epochs", "keep_checkpoints"):
-    if config[field] <= 0:
-      raise ValueError(f"config.{field} must be positive, got {config[field]}")
-  for field in ("max_steps", "validation_examples", "eval_every_steps"):
-    if config[field] < 0:
-      raise ValueError(f"config.{field} must be ≥ 0 (0: off), got {config[field]}")
+  trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE
+  for section in ("optimizer", "teacher_optimizer")[:1 + trains_teacher]:
+    optim.warn_late_decay(config[section], f"config.{section}", config.num_epochs)

@@ -1,37 +1,269 @@
 """Command line: `python -m jaxkd.main --config=configs/X.py --workdir=DIR [--config.a.b=v ...]`.
 
-Parses flags, joins the multi-process runtime when launched on several hosts, and
-calls `jaxkd.train.train_and_evaluate`.
+Parses flags, checks the whole run before anything trains (the config file, every override,
+every stage's settings, the workdir and data_dir, the data set), joins the multi-process
+runtime when launched on several hosts, and calls `jaxkd.train.train_and_evaluate`. A bad
+input stops the run with one line on stderr, `jaxkd: <what to fix>`, and exit status 1.
+Keras and Matplotlib (imported with TensorFlow) keep their settings files in the data_dir
+(else the workdir), not in the home directory.
 """
 
+import dataclasses
+import difflib
+import importlib.machinery
+import importlib.util
+import os
+import re
 import sys
+import tempfile
 
-from absl import app, flags, logging
+from absl import app, flags
+import ml_collections
 from ml_collections import config_flags
 
-from jaxkd import distributed
+from jaxkd import config_schema, config_validation, data, distributed, pipeline
+from jaxkd.data import datasets, tfds_source
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file (configs/*.py); fields are overridden with "
-    "--config.field=value.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
-                               "summary.json; a run resumes from it.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for "
-                                   "multi-process runs outside SLURM and Cloud TPU.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-flags.mark_flags_as_required(["config", "workdir"])
+_OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
+_CONFIG_ARGUMENT = re.compile(r"^--?config(?:=(.*))?$")
+_MISSING_FLAG = re.compile(r"Flag --(\w+) must have a value other than None")
+_MISSING_ADVICE = {
+    "config": "give --config=configs/<name>.py (e.g. configs/quickstart.py)",
+    "workdir": "give --workdir=DIR, where the run writes checkpoints, metrics and summary.json",
+}
+
+
+class InputError(ValueError):
+  """A bad command line, config file or directory; the message says what to fix, in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """The flags of `jaxkd.main`, as defined on one `flags.FlagValues`."""
+  config: flags.FlagHolder
+  workdir: flags.FlagHolder
+  coordinator_address: flags.FlagHolder
+  num_processes: flags.FlagHolder
+  process_id: flags.FlagHolder
+
+
+def define_flags(flag_values: flags.FlagValues, argv: list[str] | None = None) -> Flags:
+  """Defines the flags on `flag_values`; config overrides are read from `argv` (None: sys.argv)."""
+  defined = Flags(
+      config=config_flags.DEFINE_config_file(
+          "config", None, "Path to a config file (configs/*.py); fields are overridden with "
+          "--config.field=value.", flag_values=flag_values, lock_config=True, sys_argv=argv),
+      workdir=flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
+                                  "summary.json; a run resumes from it.", flag_values=flag_values),
+      coordinator_address=flags.DEFINE_string(
+          "coordinator_address", None, "host:port of process 0, for multi-process runs "
+          "outside SLURM and Cloud TPU.", flag_values=flag_values),
+      num_processes=flags.DEFINE_integer("num_processes", None, "Number of processes.",
+                                         flag_values=flag_values),
+      process_id=flags.DEFINE_integer("process_id", None, "This process's index.",
+                                      flag_values=flag_values))
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+  return defined
+
+
+_FLAGS = define_flags(flags.FLAGS)
+
+
+def _describe(error: BaseException) -> str:
+  """'Type: message' of an exception, on one line."""
+  return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file `spec` ('path.py' or 'path.py:argument').
+
+  Raises InputError when the file is missing, does not compile or import, has no
+  `get_config`, or its `get_config` fails or returns no ConfigDict.
+  """
+  path, *arguments = spec.split(":", 1)
+  if not os.path.isfile(path):
+    problem = "is not a file" if os.path.exists(path) else "does not exist"
+    raise InputError(f"config file {path} {problem}: give --config=configs/<name>.py "
+                     "(e.g. configs/quickstart.py)")
+  loader = importlib.machinery.SourceFileLoader("jaxkd_config_file", path)
+  module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+  try:
+    loader.exec_module(module)
+  except SyntaxError as error:
+    raise InputError(f"config file {path} line {error.lineno}: {error.msg}: fix its "
+                     "syntax") from error
+  except Exception as error:  # pylint: disable=broad-except
+    raise InputError(f"config file {path} fails to import ({_describe(error)}): fix the "
+                     "file") from error
+  if not callable(getattr(module, "get_config", None)):
+    raise InputError(f"config file {path} defines no get_config(): define one that returns "
+                     "the run's ConfigDict, as configs/quickstart.py does")
+  try:
+    config = module.get_config(*arguments)
+  except Exception as error:  # pylint: disable=broad-except
+    raise InputError(f"get_config() of config file {path} fails ({_describe(error)}): fix "
+                     "the file") from error
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise InputError(f"get_config() of config file {path} returns a {type(config).__name__}: "
+                     "return a ConfigDict (jaxkd.config_schema.base_config())")
+  return config
+
+
+def _unknown_field(section: ml_collections.ConfigDict, path: str, key: str) -> str:
+  """What to do instead of overriding `path.key`, which `section` (at `path`) lacks."""
+  if path == "config" and config_schema.is_pipeline(section) and any(
+      key in section.stages[name] for name in section.stage_order):
+    return (f"this pipeline config sets {key} per stage: give --config.stages.<stage>.{key} "
+            f"(stages: {', '.join(section.stage_order)})")
+  close = difflib.get_close_matches(key, list(section), n=1)
+  hint = f"did you mean --{path}.{close[0]}?" if close else f"valid: {', '.join(sorted(section))}"
+  return f"{path} has no field '{key}'; {hint}"
+
+
+def check_overrides(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+  """Raises InputError for the first `--config.a.b=v` in `argv` naming no field of `config`."""
+  for argument in argv[1:]:
+    match = _OVERRIDE.match(argument)
+    if not match:
+      continue
+    node, path = config, "config"
+    for key in match.group(1).split("."):
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise InputError(f"--{path}.{key}: {path} is a {type(node).__name__}, not a "
+                         f"section: set --{path}=VALUE")
+      if key not in node:
+        raise InputError(f"--{path}.{key}: {_unknown_field(node, path, key)}")
+      node, path = node[key], f"{path}.{key}"
+
+
+def _config_argument(argv: list[str]) -> str | None:
+  """The value of the last --config flag in `argv`, or None."""
+  value = None
+  for index, argument in enumerate(argv[1:], start=1):
+    match = _CONFIG_ARGUMENT.match(argument)
+    if match:
+      value = match.group(1) if match.group(1) is not None else (
+          argv[index + 1] if index + 1 < len(argv) else None)
+  return value
+
+
+def _flag_error(error: Exception) -> str:
+  """One line for a flag-parsing error."""
+  message = " ".join(str(error).split())
+  missing = _MISSING_FLAG.search(message)
+  if missing and missing.group(1) in _MISSING_ADVICE:
+    return f"--{missing.group(1)} is missing: {_MISSING_ADVICE[missing.group(1)]}"
+  if isinstance(error, flags.Error):
+    return f"{message} (--helpfull lists the flags)"
+  return f"bad command line ({_describe(error)})"
+
+
+def parse_command_line(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS
+                       ) -> list[str]:
+  """Parses `argv` into `flag_values`; raises InputError with a one-line fix.
+
+  The config file and the overrides are checked before ml_collections loads them, so that
+  its errors (a traceback of the config file, a 'did you mean' deep in an AttributeError)
+  become one line.
+  """
+  spec = _config_argument(argv)
+  if spec:
+    check_overrides(load_config_file(spec), argv)
+  try:
+    remaining = flag_values(argv)
+  except Exception as error:  # pylint: disable=broad-except
+    raise InputError(_flag_error(error)) from error
+  if len(remaining) > 1:
+    raise InputError(f"unexpected argument(s) {' '.join(remaining[1:])}: give settings as "
+                     "--flag=value (--helpfull lists the flags)")
+  return remaining
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """`app.run`'s flags parser: a bad command line exits with one line."""
+  try:
+    return parse_command_line(argv)
+  except InputError as error:
+    sys.exit(f"jaxkd: {error}")
+
+
+def check_directory(path: str, flag: str) -> None:
+  """Makes directory `path` if needed; InputError unless this process can write in it."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise InputError(f"{flag}={path} is a file: give a directory")
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as error:
+    raise InputError(f"{flag}={path} cannot be written ({error.strerror}): give a directory "
+                     "you can write to") from error
+
+
+def resolved_runs(config: ml_collections.ConfigDict,
+                  workdir: str) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """(stage name, run config) of every run `config` makes; one ('', config) for a single run."""
+  if not config_schema.is_pipeline(config):
+    return [("", config)]
+  return [(name, pipeline.resolve_stage(config, name, workdir))
+          for name in pipeline.stages_to_run(config)]
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Everything a run can be refused for, before any stage trains.
+
+  Every stage's settings, the workdir and data_dir (made if needed), and the data set of
+  every stage (prepared here when it can be: `tfds_source.prepared_builder`). Raises
+  ValueError or `data.MissingDatasetError` with a one-line fix.
+  """
+  runs = resolved_runs(config, workdir)
+  for name, run in runs:
+    try:
+      config_validation.validate(run)
+    except ValueError as error:
+      raise ValueError(f"stage '{name}': {error}" if name else str(error)) from error
+  check_directory(workdir, "--workdir")
+  for data_dir in sorted({run.data_dir for _, run in runs if run.data_dir}):
+    check_directory(data_dir, "--config.data_dir")
+  for dataset, data_dir in sorted({(run.dataset, run.data_dir) for _, run in runs}):
+    tfds_source.prepared_builder(datasets.dataset_source(dataset), data_dir)
+
+
+def command_line_error(argv: list[str]) -> str:
+  """The `jaxkd: ...` line `python -m jaxkd.main argv[1:]` stops with before training, or ''.
+
+  The in-process twin of the command line (for tests): fresh flag values, the same checks,
+  without the multi-process runtime; it may make the workdir and prepare the data set.
+  """
+  flag_values = flags.FlagValues()
+  defined = define_flags(flag_values, argv)
+  try:
+    parse_command_line(argv, flag_values)
+    check_run(defined.config.value, defined.workdir.value)
+  except (ValueError, data.MissingDatasetError) as error:
+    return f"jaxkd: {error}"
+  return ""
+
+
+def keep_tool_files_in(directory: str) -> None:
+  """Keras and Matplotlib write their settings under `directory` instead of ~/.keras, ~/.cache
+  and ~/.config (unless KERAS_HOME or MPLCONFIGDIR are set); call before TensorFlow imports."""
+  os.environ.setdefault("KERAS_HOME", os.path.join(directory, ".keras"))
+  os.environ.setdefault("MPLCONFIGDIR", os.path.join(directory, ".matplotlib"))
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  del argv  # Checked by the flags parser.
+  config, workdir = _FLAGS.config.value, _FLAGS.workdir.value
+  keep_tool_files_in(config.data_dir or workdir)
+  distributed.initialize(_FLAGS.coordinator_address.value, _FLAGS.num_processes.value,
+                         _FLAGS.process_id.value)
   from jaxkd import train  # After distributed start-up, which must precede any JAX computation.
   try:
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, FloatingPointError) as error:
-    logging.error("%s", error)
+    check_run(config, workdir)
+    summary = train.train_and_evaluate(config, workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError, data.MissingDatasetError,
+          train.TrainingInterrupted) as error:
     sys.exit(f"jaxkd: {error}")
   print(results_table(summary))
 
@@ -55,4 +287,4 @@ def results_table(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

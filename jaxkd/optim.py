@@ -7,10 +7,46 @@ Weight decay applies to every parameter, BN and biases included, as in the refer
 recipes.
 """
 
+from absl import logging
 import ml_collections
 import optax
 
+from jaxkd.ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
+
 SCHEDULES = ("step", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def optimizer_ranges(num_epochs: int) -> dict[str, Range]:
+  """The valid range of each numeric field of an optimizer section, for a run of `num_epochs`."""
+  return {"learning_rate": NON_NEGATIVE,  # 0: weights frozen (fine-tuning checks).
+          "weight_decay": NON_NEGATIVE, "momentum": Range(0, 1, high_open=True),
+          "decay_factor": Range(0, 1, low_open=True), "decay_epochs": POSITIVE,
+          "warmup_epochs": Range(0, num_epochs)}
+
+
+def validate(opt: ml_collections.ConfigDict, section: str, num_epochs: int) -> None:
+  """Raises ValueError with a one-line fix when optimizer section `section` cannot work."""
+  missing = [field for field in ("name", "schedule", "nesterov", *optimizer_ranges(num_epochs))
+             if field not in opt]
+  if missing:
+    raise ValueError(f"{section} has no field(s) {', '.join(missing)}: start it from "
+                     "jaxkd.config_schema.sgd_config()")
+  if opt.name not in OPTIMIZERS:
+    raise ValueError(f"{section}.name='{opt.name}' is unknown; valid: {', '.join(OPTIMIZERS)}")
+  if opt.schedule not in SCHEDULES:
+    raise ValueError(f"{section}.schedule='{opt.schedule}' is unknown; valid: "
+                     f"{', '.join(SCHEDULES)}")
+  check_ranges(section, opt, optimizer_ranges(num_epochs))
+
+
+def warn_late_decay(opt: ml_collections.ConfigDict, section: str, num_epochs: int) -> None:
+  """Logs a warning when a step schedule decays after the run ends (a short run of a long
+  recipe: allowed, but its learning rate never decays there)."""
+  late = [epoch for epoch in opt.decay_epochs if epoch > num_epochs]
+  if opt.schedule == "step" and late:
+    logging.warning("%s.decay_epochs %s lie past num_epochs=%d: the learning rate does not "
+                    "decay there.", section, late, num_epochs)
 
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -3,9 +3,13 @@
 A pipeline config (`config_schema.pipeline_config`) lists its stages in `stage_order`.
 Each stage is an ordinary run in `WORKDIR/<stage>`, resumable on its own; a stage whose
 `summary.json` shows it reached its last step (or `max_steps`) is skipped when the
-pipeline is run again. A stage
-names an earlier stage's model as its teacher with `teacher_checkpoint='@<stage>'`
+pipeline is run again, unless its config or teacher changed since (its `fingerprint.json`).
+A stage names an earlier stage's model as its teacher with `teacher_checkpoint='@<stage>'`
 (several, comma-separated, for several teachers).
+
+Before any stage trains, every stage's config is validated and checked against the run its
+directory holds: a changed stage stops the pipeline with one line naming what changed,
+unless `restart_stages` names it (or a stage it learns from), which retrains it.
 """
 
 import os
@@ -14,7 +18,7 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from jaxkd import reporting
+from jaxkd import checkpoint, config_validation, reporting, run_record
 from jaxkd.config_validation import split_names
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
@@ -75,30 +79,103 @@ def reached_stop(summary: dict[str, Any], max_steps: int) -> bool:
   return summary["steps"] >= stop
 
 
+def restart_set(config: ml_collections.ConfigDict) -> set[str]:
+  """The stages `restart_stages` names, with every stage that learns from one of them."""
+  named = set(split_names(config.restart_stages))
+  unknown = named - set(config.stage_order)
+  if unknown:
+    raise ValueError(f"--config.restart_stages names unknown stage(s) {sorted(unknown)}; "
+                     f"stages: {', '.join(config.stage_order)}")
+  for name in config.stage_order:  # In order: a stage's teachers come before it.
+    if set(stage_references(config.stages[name])) & named:
+      named.add(name)
+  return named
+
+
+def _validated_stages(config: ml_collections.ConfigDict,
+                      workdir: str) -> dict[str, ml_collections.ConfigDict]:
+  """`{name: resolved stage}` of every stage to run, each validated before any trains."""
+  stages = {}
+  for name in stages_to_run(config):
+    stages[name] = resolve_stage(config, name, workdir)
+    try:
+      config_validation.validate(stages[name])
+    except ValueError as error:
+      raise ValueError(f"stage '{name}': {error}") from None
+  return stages
+
+
+def _expected_inputs(stage: ml_collections.ConfigDict, recorded: dict, workdir: str,
+                     training: set[str]) -> dict[str, Any]:
+  """The input fingerprints `stage` (resolved) will see: its recorded ones, with each teacher
+  that is an earlier stage replaced by that stage's export now, or marked as retrained
+  when that stage trains in this run."""
+  inputs = dict(recorded["inputs"])
+  for i, path in enumerate(split_names(stage.teacher_checkpoint)):
+    source = os.path.basename(path)
+    if path != os.path.join(workdir, source):
+      continue  # A given checkpoint, not a stage's: checked when the stage starts.
+    if source in training:
+      inputs[f"teacher {i}"] = {"sha256": None, "step": f"(stage '{source}' trains first)"}
+    elif os.path.exists(os.path.join(path, checkpoint.EXPORT_DIR)):
+      inputs[f"teacher {i}"] = run_record.export_fingerprint(path)
+  return inputs
+
+
+def _plan(stages: dict[str, ml_collections.ConfigDict], workdir: str,
+          restart: set[str]) -> set[str]:
+  """The stages to train (the others are finished and unchanged); raises StaleRunError naming
+  every changed stage that `restart` does not retrain."""
+  training, stale = set(), {}
+  for name, stage in stages.items():
+    stage_dir = os.path.join(workdir, name)
+    recorded = run_record.read_record(stage_dir)
+    changes = []
+    if recorded and checkpoint.has_results(stage_dir):
+      expected = {"config": run_record.config_fingerprint(stage),
+                  "inputs": _expected_inputs(stage, recorded, workdir, training)}
+      changes = run_record.record_changes(recorded, expected)
+      if changes and name not in restart and recorded["diverged_at_step"] is None:
+        stale[name] = "; ".join(changes)
+    previous = reporting.read_summary(stage_dir)
+    if changes or not (previous and reached_stop(previous, stage.max_steps)):
+      training.add(name)
+  if stale:
+    raise run_record.StaleRunError(
+        f"stage(s) changed since they ran in {workdir}: "
+        + ", ".join(f"'{name}' ({changes})" for name, changes in stale.items())
+        + f"; use a new --workdir, or --config.restart_stages={','.join(stale)} to retrain "
+        "them (their old runs are moved aside)")
+  return training
+
+
 def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> dict[str, Any]:
   """Runs every stage not yet finished, in order; returns (and writes) the pipeline summary.
 
   The pipeline's summary carries the last stage's accuracy fields at the top level and
-  every stage's summary under `stages`.
+  every stage's summary, with the config its results came from, under `stages`.
   """
+  stages = _validated_stages(config, workdir)
+  restart = restart_set(config)
+  training = _plan(stages, workdir, restart)
   summaries = {}
-  for name in stages_to_run(config):
+  for name, stage in stages.items():
     stage_dir = os.path.join(workdir, name)
-    previous = reporting.read_summary(stage_dir)
-    if previous and reached_stop(previous, config.stages[name].max_steps):
+    if name not in training:
       logging.info("Stage '%s' already finished in %s: skipped.", name, stage_dir)
-      summaries[name] = previous
+      summaries[name] = reporting.read_summary(stage_dir)
       continue
     logging.info("Stage '%s' starts in %s.", name, stage_dir)
     os.makedirs(stage_dir, exist_ok=True)
-    summaries[name] = run(resolve_stage(config, name, workdir), stage_dir)
+    if name in restart:
+      stage.restart_stages = "run"
+    summaries[name] = run(stage, stage_dir)
   last = summaries[next(reversed(summaries))]
   summary = {key: last[key] for key in ("final_test_accuracy", "test_accuracy_at_best",
                                         "best_selected_by", "best_step", "steps",
                                         "images_per_s", "method", "dataset", "finished")}
   summary["wall_time_s"] = sum(s["wall_time_s"] for s in summaries.values())
-  summary["stages"] = {name: {k: v for k, v in s.items() if k != "config"}
-                       for name, s in summaries.items()}
+  summary["stages"] = summaries
   summary["config"] = config.to_dict()
   reporting.write_summary(workdir, summary)
   return summary

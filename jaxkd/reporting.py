@@ -40,19 +40,29 @@ def hardware_description() -> str:
           f"with {os.cpu_count()} CPU cores")
 
 
-def read_summary(workdir: str) -> dict[str, Any] | None:
-  path = os.path.join(workdir, SUMMARY_FILE)
+def read_json(workdir: str, filename: str) -> Any:
+  """The JSON file `workdir/filename`, or None when it does not exist."""
+  path = os.path.join(workdir, filename)
   if not os.path.exists(path):
     return None
   with open(path) as f:
     return json.load(f)
 
 
-def write_summary(workdir: str, summary: Mapping[str, Any]) -> None:
-  """Writes `summary.json` atomically (write, then rename), on process 0 only."""
+def write_json(workdir: str, filename: str, value: Any) -> None:
+  """Writes `workdir/filename` atomically (write, then rename), on process 0 only."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, SUMMARY_FILE)
+  path = os.path.join(workdir, filename)
   with open(path + ".tmp", "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
+    json.dump(value, f, indent=2, sort_keys=True)
   os.replace(path + ".tmp", path)
+
+
+def read_summary(workdir: str) -> dict[str, Any] | None:
+  return read_json(workdir, SUMMARY_FILE)
+
+
+def write_summary(workdir: str, summary: Mapping[str, Any]) -> None:
+  """Writes `summary.json` atomically, on process 0 only."""
+  write_json(workdir, SUMMARY_FILE, summary)

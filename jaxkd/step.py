@@ -18,6 +18,10 @@ from jaxkd.state import DistillState, student_trainable
 
 PyTree = Any
 DATA_AXIS = "data"
+# The train step's metrics entry `{name: bool}` flagging non-finite loss terms and state fields.
+NONFINITE = "nonfinite"
+STATE_FIELDS = ("params", "batch_stats", "student_opt_state", "teacher_opt_state",
+                "method_state")
 
 
 def create_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -34,6 +38,21 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def _all_finite(tree: PyTree) -> jax.Array:
+  """Whether every inexact entry of `tree` is finite (True for a tree without any)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def non_finite_parts(state: DistillState, metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """`{name: flag}`: which metrics (loss terms) and which state fields hold a NaN or an inf."""
+  flags = {name: ~_all_finite(value) for name, value in metrics.items()}
+  for field in STATE_FIELDS:
+    flags[field] = ~_all_finite(getattr(state, field))
+  return flags
+
+
 def make_train_step(method: base.Method, nets: base.Networks,
                     student_tx: optax.GradientTransformation,
                     teacher_tx: optax.GradientTransformation,
@@ -44,9 +63,11 @@ def make_train_step(method: base.Method, nets: base.Networks,
 
   One `value_and_grad` over the trainable groups: `student` and `extra` always, the
   teachers only when the method trains them (a frozen teacher's parameters are passed
-  through untouched, so they stay bit-identical). A step whose loss is not finite
-  leaves the state unchanged and reports `loss` as NaN; the trainer stops on it.
-  `method.post_update` runs after the main update, inside the same compiled step.
+  through untouched, so they stay bit-identical). `metrics[NONFINITE]` says which loss
+  terms and which parts of the new state are not finite; a step with any of them leaves
+  the state unchanged (step counter included), and the trainer stops at the first such
+  step before it saves anything. `method.post_update` runs after the main update, inside
+  the same compiled step.
   """
   trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE
 
@@ -78,10 +99,12 @@ def make_train_step(method: base.Method, nets: base.Networks,
                               teacher_opt_state=teacher_opt_state)
     new_state, post_metrics = method.post_update(nets, new_state, batch, rng, step_info)
     metrics = dict(metrics, **post_metrics)
-    finite = jnp.isfinite(loss)
+    metrics["loss"] = loss
+    nonfinite = non_finite_parts(new_state, metrics)
+    finite = ~jnp.any(jnp.stack(list(nonfinite.values())))
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    metrics = dict(metrics, loss=jnp.where(finite, loss, jnp.nan),
-                   learning_rate=learning_rate(state.step))
+    metrics = dict(metrics, learning_rate=learning_rate(state.step))
+    metrics[NONFINITE] = nonfinite
     return new_state, metrics
 
   replicated = replicated_sharding(mesh)

@@ -19,13 +19,15 @@ def cifar100_data_dir(tmp_path_factory) -> str:
   From cifar-100-binary.tar.gz in $JAXKD_MANUAL_DIR (default <repository>/../shared/data);
   skipped when it is absent. Prepared into $TFDS_DATA_DIR if set (reused when already
   prepared there; CI gives each run a fresh one), else into a temporary dir of the session.
-  About 30 s on 2 cores.
+  Test workers sharing the data_dir take turns (`tfds_source.prepared_builder`'s lock), so it
+  is prepared once. About 30 s on 2 cores.
   """
-  from jaxkd.data import cifar10_jpeg_builder, prepare  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from jaxkd.data import cifar10_jpeg_builder, datasets, prepare, tfds_source
   archive = (cifar10_jpeg_builder.default_manual_dir()
              / prepare.LAYOUTS["cifar100"].archive_name)
   if not archive.exists():
     pytest.skip(f"{archive} is absent (set JAXKD_MANUAL_DIR to its folder)")
   data_dir = os.environ.get("TFDS_DATA_DIR") or str(tmp_path_factory.mktemp("cifar100_tfds"))
-  prepare.prepare("cifar100", archive, data_dir)
+  tfds_source.prepared_builder(datasets.dataset_source("cifar100"), data_dir)
   return data_dir

@@ -17,6 +17,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 REFERENCE_MODELS = ("resnet8x4", "resnet32x4", "resnet56", "resnet20", "wrn_40_2", "wrn_16_2")
 
 
+@pytest.mark.slow
 def test_step_harness_times_ce_on_resnet8_without_recompiling(tmp_path, capsys):
   results_path = tmp_path / "RESULTS.md"
   argv = ["--method", "ce", "--student", "resnet8", "--batch", "8", "--rounds", "1",

@@ -105,6 +105,7 @@ def read_summary(workdir: str) -> dict:
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_quickstart_exactly_as_one(tmp_path):
   if jax.config.jax_cpu_collectives_implementation is None:
     pytest.skip("this jaxlib has no cross-process CPU collectives (gloo or mpi)")

@@ -20,6 +20,7 @@ import fcntl
 import functools
 import importlib
 import pathlib
+import tempfile
 from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
@@ -53,13 +54,30 @@ def _data_dir_text(builder: tfds.core.DatasetBuilder) -> str:
   return str(builder.data_dir_root)
 
 
+@contextlib.contextmanager
+def _scratch_tempdir() -> Iterator[None]:
+  """Points `tempfile` at a fresh folder, removed afterwards with whatever was left in it."""
+  with tempfile.TemporaryDirectory(prefix="jaxkd_tfds_") as scratch:
+    previous, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+      yield
+    finally:
+      tempfile.tempdir = previous
+
+
 def open_builder(source: datasets.DatasetSource, data_dir: str) -> tfds.core.DatasetBuilder:
-  """The TFDS builder of `source` over `data_dir` ('' = TFDS's default data_dir)."""
-  if source.builder_module is None:
-    return tfds.builder(source.tfds_name, data_dir=data_dir or None, try_gcs=False)
-  importlib.import_module(source.builder_module)  # Registers the builder with TFDS.
-  return tfds.builder(source.tfds_name, data_dir=data_dir or None, try_gcs=False,
-                      file_format=_ARRAY_RECORD)
+  """The TFDS builder of `source` over `data_dir` ('' = TFDS's default data_dir).
+
+  For data not yet prepared, TFDS makes a `tempfile.mkdtemp('tfds')` folder for info from
+  GCS (`DatasetInfo.initialize_from_bucket`) and never removes it: it is made in a scratch
+  folder, removed here.
+  """
+  options = {"data_dir": data_dir or None, "try_gcs": False}
+  if source.builder_module is not None:
+    importlib.import_module(source.builder_module)  # Registers the builder with TFDS.
+    options["file_format"] = _ARRAY_RECORD
+  with _scratch_tempdir():
+    return tfds.builder(source.tfds_name, **options)
 
 
 def _not_prepared(source: datasets.DatasetSource, builder: tfds.core.DatasetBuilder,

@@ -39,6 +39,7 @@ import optax
 
 from jaxkd import losses, optim
 from jaxkd.methods import base, projector, simkd
+from jaxkd.ranges import NON_NEGATIVE, Range
 
 PyTree = Any
 HEAD_PARAMS = {"bias": ("bias",), "weight_and_bias": ("kernel", "bias")}
@@ -72,6 +73,10 @@ class ATSC(simkd.SimKD):
     config.combine = "mean_logits"  # Several teachers: 'mean_logits' | 'mean_probs'.
     return config
 
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    return {**super().ranges(), "anchor_weight": NON_NEGATIVE}
+
   def validate(self) -> None:
     super().validate()
     hp = self.hparams
@@ -81,8 +86,6 @@ class ATSC(simkd.SimKD):
     if hp.combine not in projector.COMBINATIONS:
       raise ValueError(f"config.atsc.combine must be one of {', '.join(projector.COMBINATIONS)}, "
                        f"got '{hp.combine}'")
-    if hp.anchor_weight < 0:
-      raise ValueError(f"config.atsc.anchor_weight must be ≥ 0, got {hp.anchor_weight}")
 
   def combination(self) -> str:
     return self.hparams.combine

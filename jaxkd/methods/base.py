@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jaxkd.ranges import Range, check_ranges
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -111,7 +112,7 @@ class Method(abc.ABC):
                          f"valid: {', '.join(sorted(hparams))}")
       default = hparams[key]
       if isinstance(default, bool) != isinstance(value, bool) or (
-          isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
+          isinstance(default, (int, float)) and not isinstance(value, type(default) | int)) or (
               isinstance(default, str) and not isinstance(value, str)):
         raise ValueError(f"config.{cls.name}.{key} must be a {type(default).__name__}, "
                          f"got {value!r}")
@@ -122,8 +123,14 @@ class Method(abc.ABC):
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict()
 
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    """The valid range of each numeric setting of `default_config()` (every one is declared)."""
+    return {}
+
   def validate(self) -> None:
     """Raises ValueError, saying what to fix, when the method's settings are unusable."""
+    check_ranges(f"config.{self.name}", self.hparams, self.ranges())
     if self.teacher_mode is TeacherMode.NONE:
       return
     num_teachers = len([n for n in self.config.teacher_model.split(",") if n.strip()])

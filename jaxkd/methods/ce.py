@@ -7,6 +7,7 @@ import ml_collections
 
 from jaxkd import losses
 from jaxkd.methods import base
+from jaxkd.ranges import PROBABILITY, Range
 
 
 class CrossEntropy(base.Method):
@@ -16,6 +17,10 @@ class CrossEntropy(base.Method):
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"label_smoothing": 0.0})
+
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    return {"label_smoothing": PROBABILITY}
 
   def loss(self, nets, params, batch_stats, batch, rng, step_info):
     del rng, step_info

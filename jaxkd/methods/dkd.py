@@ -17,6 +17,7 @@ import ml_collections
 
 from jaxkd import losses
 from jaxkd.methods import base, targets
+from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
 
 class DecoupledKD(base.Method):
@@ -28,6 +29,13 @@ class DecoupledKD(base.Method):
     return ml_collections.ConfigDict({"alpha": 1.0, "beta": 8.0, "temperature": 4.0,
                                       "ce_weight": 1.0, "warmup_epochs": 20,
                                       **targets.transform_defaults()})
+
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    return {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "temperature": POSITIVE,
+            "ce_weight": NON_NEGATIVE,
+            "warmup_epochs": AT_LEAST_ONE,  # Divides the epoch; 1: no warm-up.
+            **targets.transform_ranges()}
 
   def validate(self) -> None:
     super().validate()

@@ -26,6 +26,7 @@ import ml_collections
 
 from jaxkd import losses, teacher_transforms
 from jaxkd.methods import base
+from jaxkd.ranges import NON_NEGATIVE, POSITIVE, Range
 
 STD_EPS = 1e-7
 
@@ -45,6 +46,12 @@ class GenerousTeacher(base.Method):
         "std_classes": "all",  # 'all' C logits (ddof = 1) | 'non_target' (the C − 1 others).
         "init_from_teacher": False,  # True: G starts from S's weights instead of from scratch.
     })
+
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    return {"std_multiple": POSITIVE,  # Temperatures are k · std.
+            "nckd_weight": NON_NEGATIVE, "ce_weight": NON_NEGATIVE,
+            "tckd_weight": NON_NEGATIVE}
 
   def validate(self) -> None:
     super().validate()

@@ -12,6 +12,7 @@ import ml_collections
 
 from jaxkd import losses
 from jaxkd.methods import base, targets
+from jaxkd.ranges import NON_NEGATIVE, POSITIVE, Range
 
 
 class KnowledgeDistillation(base.Method):
@@ -24,6 +25,11 @@ class KnowledgeDistillation(base.Method):
     return ml_collections.ConfigDict({
         "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9,
         **targets.transform_defaults(), "transforms": cls.default_transforms})
+
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    return {"temperature": POSITIVE, "ce_weight": NON_NEGATIVE,
+            "kd_weight": NON_NEGATIVE, **targets.transform_ranges()}
 
   def validate(self) -> None:
     super().validate()

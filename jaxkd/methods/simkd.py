@@ -25,6 +25,7 @@ import ml_collections
 
 from jaxkd import losses, models
 from jaxkd.methods import base, projector
+from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
 PyTree = Any
 
@@ -70,11 +71,14 @@ class SimKD(base.Method):
         "temperature": 4.0,  # T of the KD term.
     })
 
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    return {"factor": AT_LEAST_ONE, "feature_weight": NON_NEGATIVE,
+            "ce_weight": NON_NEGATIVE, "kd_weight": NON_NEGATIVE,
+            "temperature": POSITIVE}
+
   def validate(self) -> None:
     super().validate()
-    factor = self.hparams.factor
-    if not isinstance(factor, int) or factor < 1:
-      raise ValueError(f"config.{self.name}.factor must be an integer ≥ 1, got {factor!r}")
     teachers = [name.strip() for name in self.config.teacher_model.split(",") if name.strip()]
     for teacher in teachers:
       if not models.feature_feeds_classifier(teacher):

@@ -32,6 +32,7 @@ import ml_collections
 
 from jaxkd import losses
 from jaxkd.methods import base
+from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
 
 class LearningSimplifier(nn.Module):
@@ -77,13 +78,20 @@ class StudentFriendlyKD(base.Method):
         "simplifier_ce_weight": 1.0,  # CE(ũ, y): jaxkd's guard against collapse (0: off).
     })
 
+  @classmethod
+  def ranges(cls) -> dict[str, Range]:
+    return {"temperature": POSITIVE, "ce_weight": NON_NEGATIVE,
+            "kd_weight": NON_NEGATIVE, "num_heads": AT_LEAST_ONE,
+            "dim": NON_NEGATIVE,  # 0: C on the batch axis, 32 on the class axis.
+            "simplifier_ce_weight": NON_NEGATIVE}
+
   def validate(self) -> None:
     super().validate()
     hp = self.hparams
     if hp.attention_axis not in ("batch", "class"):
       raise ValueError("config.student_friendly.attention_axis must be 'batch' or 'class', "
                        f"got '{hp.attention_axis}'")
-    if hp.num_heads < 1 or (hp.dim and hp.dim % hp.num_heads):
+    if hp.dim and hp.dim % hp.num_heads:
       raise ValueError("config.student_friendly.dim must be a multiple of num_heads "
                        f"(dim={hp.dim}, num_heads={hp.num_heads})")
 

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxkd import losses, teacher_transforms
+from jaxkd.methods import base
+from jaxkd.ranges import NON_NEGATIVE, POSITIVE, PROBABILITY
 
 TRANSFORMS = ("ka", "dtd", "ls")
 
@@ -46,6 +48,16 @@ def transform_defaults() -> dict:
       "dtd_min_temperature": 1.0,  # Clamp: τ_i ≥ this (the paper's τ_i may go ≤ 0 otherwise).
       "dtd_t2": True,  # Multiply each sample's KL by τ_i² (KD's gradient scale).
       "dtd_sample_weight": False,  # Weight sample i's KD term by w_i / mean_j w_j.
+  }
+
+
+def transform_ranges() -> dict:
+  """The valid range of each numeric transform setting (`transform_defaults`)."""
+  return {
+      "ka_rho": PROBABILITY,  # A probability.
+      "dtd_beta": NON_NEGATIVE,  # < 0 would heat the confusing samples instead.
+      "dtd_gamma": NON_NEGATIVE,  # An exponent of weights in [0, 2].
+      "dtd_min_temperature": POSITIVE,  # Temperatures divide the logits.
   }
 
 

@@ -79,7 +79,7 @@ def digits_config(**changes):
     ({"dataset": "mnistt"}, "unknown .*'mnistt'.*digits"),
     ({"batch_size": 12}, "batch_size=12 must be a positive multiple of the 8 devices"),
     ({"input_path": "disk"}, "unknown input_path 'disk'"),
-    ({"num_epochs": 0}, "num_epochs must be positive"),
+    ({"num_epochs": 0}, "config.num_epochs must be an integer ≥ 1, got 0"),
 ])
 def test_bad_settings_are_named(changes, message):
   with pytest.raises(ValueError, match=message):

@@ -33,6 +33,7 @@ def run_steps(config, devices, data):
   return jax.device_get(state), jax.device_get(metrics)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ce", "kd", "dkd"])
 def test_eight_devices_equal_one_device(tmp_path, method):
   assert jax.device_count() == 8

@@ -28,6 +28,7 @@ def exported_params(workdir):
   return ocp.StandardCheckpointer().restore(os.path.join(workdir, "export", "variables"))
 
 
+@pytest.mark.slow
 def test_quickstart_teacher_learns_student_distills_and_rerun_skips(tmp_path):
   summary = train.train_and_evaluate(quickstart_config(), str(tmp_path))
   teacher, student = summary["stages"]["teacher"], summary["stages"]["student"]
@@ -51,6 +52,7 @@ def digits_ce(max_steps):
   return config
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
   straight = train.train_and_evaluate(digits_ce(40), str(tmp_path / "straight"))
   first = train.train_and_evaluate(digits_ce(25), str(tmp_path / "resumed"))
@@ -78,6 +80,7 @@ def run_cli(*args):
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_line_runs_with_overrides_and_rejects_bad_ones(tmp_path):
   done = run_cli("--config=configs/quickstart.py", f"--workdir={tmp_path}",
                  "--config.max_steps=3", "--config.num_epochs=1", "--config.seed=3")

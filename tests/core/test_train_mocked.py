@@ -30,6 +30,7 @@ def small_pipeline(name, data_dir, model, **shared):
   return config
 
 
+@pytest.mark.slow
 def test_kd_pipeline_on_mocked_cifar100(mocked_dir, tmp_path):
   summary = train.train_and_evaluate(small_pipeline("kd_cifar100", mocked_dir, "resnet8"),
                                      str(tmp_path))
@@ -40,6 +41,7 @@ def test_kd_pipeline_on_mocked_cifar100(mocked_dir, tmp_path):
   assert len(student["teacher_test_accuracy"]) == 1
 
 
+@pytest.mark.slow
 def test_dkd_pipeline_on_mocked_imagenet(mocked_dir, tmp_path):
   config = small_pipeline("dkd_imagenet", mocked_dir, "ResNet18")
   config.stages.teacher.image_size = config.stages.student.image_size = 32
@@ -65,6 +67,7 @@ def cifar100_teacher(mocked_dir, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CIFAR_DISTILLATION_CONFIGS)
 def test_every_cifar_config_runs_a_step(mocked_dir, cifar100_teacher, tmp_path, name):
   """Each config's last stage, with small models, distils from the given teacher(s)."""

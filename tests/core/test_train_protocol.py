@@ -34,6 +34,7 @@ def validated_run(tmp_path_factory):
   return workdir, train.train_and_evaluate(digits_ce(3, validation_examples=100), workdir)
 
 
+@pytest.mark.slow
 def test_validation_split_chooses_the_best_step(validated_run):
   _, summary = validated_run
   assert summary["steps_per_epoch"] == (1437 - 100) // 64
@@ -52,6 +53,7 @@ def test_validation_split_chooses_the_best_step(validated_run):
         round(point["validation/accuracy"] * 100))
 
 
+@pytest.mark.slow
 def test_without_validation_the_test_split_chooses(tmp_path):
   summary = train.train_and_evaluate(digits_ce(1, eval_every_steps=10), str(tmp_path))
   assert summary["best_selected_by"] == "test" and "best_test_accuracy" in summary
@@ -59,6 +61,7 @@ def test_without_validation_the_test_split_chooses(tmp_path):
   assert all("validation/accuracy" not in p for p in summary["history"])
 
 
+@pytest.mark.slow
 def test_evaluate_scores_an_export_as_the_run_did(validated_run):
   workdir, summary = validated_run
   result = evaluate.evaluate_checkpoint(workdir, dataset="digits", batch_size=96)
@@ -67,6 +70,7 @@ def test_evaluate_scores_an_export_as_the_run_did(validated_run):
   assert result["accuracy"] <= result["top5_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_student_starts_from_a_checkpoint(validated_run, tmp_path):
   workdir, _ = validated_run
   config = digits_ce(1, student_checkpoint=workdir, max_steps=1)
@@ -78,6 +82,7 @@ def test_student_starts_from_a_checkpoint(validated_run, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_student_checkpoint_of_another_model_is_refused(validated_run, tmp_path):
   workdir, _ = validated_run
   config = digits_ce(1, student_checkpoint=workdir)

@@ -88,6 +88,7 @@ def test_bad_compositions_are_named(make_method, name, settings, message):
     make_method(name, **settings)
 
 
+@pytest.mark.slow
 def test_ka_dtd_dkd_learns_from_config_alone(distill_on_digits, initial_and_final_state,
                                              assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("dkd", transforms="ka,dtd", warmup_epochs=1)

@@ -65,6 +65,7 @@ def test_extreme_logits_stay_finite(make_method, logit_loss_of, fixed_logits):
   assert np.isfinite(total) and np.isfinite(metrics["loss/nckd"]) and total > 0
 
 
+@pytest.mark.slow
 def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
                                                    assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("dkd", warmup_epochs=1)

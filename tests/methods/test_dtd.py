@@ -98,6 +98,7 @@ def test_batch_mean_is_global_when_the_batch_is_sharded(make_method):
   assert float(metrics["dtd/temperature_mean"]) == pytest.approx(tau.mean(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
                                                    assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("dtd")

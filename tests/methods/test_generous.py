@@ -106,6 +106,7 @@ def test_config_is_standard_then_generous_then_student():
     config_validation.validate(stage)
 
 
+@pytest.mark.slow
 def test_pipeline_on_digits(digits_teacher_workdir, tmp_path, initial_and_final_state,
                             assert_only_student_side_moved):
   """The given teacher replaces `standard`; the generous teacher (cnn_small here) learns and
@@ -131,6 +132,7 @@ def test_pipeline_on_digits(digits_teacher_workdir, tmp_path, initial_and_final_
   assert_only_student_side_moved(*initial_and_final_state(stage, str(tmp_path / "generous")))
 
 
+@pytest.mark.slow
 def test_init_from_teacher_starts_g_from_the_standard_teacher(digits_teacher_workdir, tmp_path):
   """With `init_from_teacher`, G's first weights are S's: one step at learning rate 0 keeps
   them, so G's export equals S's."""

@@ -69,6 +69,7 @@ def test_bad_settings_are_named(make_method, settings, message):
     make_method("ka", **settings)
 
 
+@pytest.mark.slow
 def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
                                                    assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("ka")

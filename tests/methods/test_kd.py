@@ -61,6 +61,7 @@ def test_gradient_is_t_times_probability_gap_and_none_reaches_the_teacher(make_m
   np.testing.assert_array_equal(grad_t, 0.0)
 
 
+@pytest.mark.slow
 def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
                                                    assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("kd")

@@ -61,6 +61,7 @@ def test_constant_logits_stay_finite(make_method, logit_loss_of, fixed_logits):
   assert total == pytest.approx(0.1 * ce, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_student_learns_and_only_the_student_moves(distill_on_digits, initial_and_final_state,
                                                    assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("lskd")

@@ -224,6 +224,7 @@ def exported(workdir):
   return ocp.StandardCheckpointer().restore(os.path.join(workdir, "export", "variables"))
 
 
+@pytest.mark.slow
 def test_simkd_and_atsc_students_learn_on_digits(tmp_path):
   teacher_dir = str(tmp_path / "teacher")
   teacher = train.train_and_evaluate(digits_run("ce", "cnn_large"), teacher_dir)

@@ -137,6 +137,7 @@ def test_heads_must_divide_the_classes(make_method):
     simplifier(make_method, num_heads=3)
 
 
+@pytest.mark.slow
 def test_student_learns_and_the_simplifier_moves(distill_on_digits, initial_and_final_state,
                                                  assert_only_student_side_moved):
   config, summary, workdir = distill_on_digits("student_friendly")

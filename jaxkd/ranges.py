@@ -1,0 +1,49 @@
+"""Valid ranges of numeric settings, checked before anything runs.
+
+Each config section (a method's, an optimizer's, the run's own fields) declares a table
+`{field: Range}`; `check_ranges` reports the first value outside its range in one line.
+"""
+
+import dataclasses
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The interval a numeric setting must lie in; `None` leaves that side unbounded."""
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  integer: bool = False  # Named in the message only: types are checked apart.
+
+  def __contains__(self, value: float) -> bool:
+    if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+      return False
+    return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+  def __str__(self) -> str:
+    if self.high is None:
+      bound = f"{'>' if self.low_open else '≥'} {self.low}"
+    elif self.low is None:
+      bound = f"{'<' if self.high_open else '≤'} {self.high}"
+    else:
+      bound = (f"in {'(' if self.low_open else '['}{self.low}, {self.high}"
+               f"{')' if self.high_open else ']'}")
+    return f"an integer {bound}" if self.integer else bound
+
+
+POSITIVE = Range(0, low_open=True)  # Temperatures, multiples.
+NON_NEGATIVE = Range(0)  # Loss weights.
+AT_LEAST_ONE = Range(1, integer=True)  # Counts.
+PROBABILITY = Range(0, 1)
+
+
+def check_ranges(section: str, values: Mapping[str, Any], ranges: Mapping[str, Range]) -> None:
+  """Raises ValueError naming `section.field`, its value and its range for the first value
+  outside its range (of a tuple, each entry is checked)."""
+  for field, valid in ranges.items():
+    value = values[field]
+    for entry in value if isinstance(value, (tuple, list)) else (value,):
+      if isinstance(entry, bool) or not isinstance(entry, (int, float)) or entry not in valid:
+        raise ValueError(f"{section}.{field} must be {valid}, got {value!r}")
