@@ -21,7 +21,7 @@ from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
 
-from jaxkd import config_schema, config_validation, data, distributed, pipeline
+from jaxkd import config_schema, config_validation, console, data, distributed, pipeline
 from jaxkd.data import datasets, tfds_source
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
@@ -256,6 +256,8 @@ def main(argv: list[str]) -> None:
   del argv  # Checked by the flags parser.
   config, workdir = _FLAGS.config.value, _FLAGS.workdir.value
   keep_tool_files_in(config.data_dir or workdir)
+  console.quiet_native_logs()
+  console.show_own_lines_only(flags.FLAGS.verbosity)
   distributed.initialize(_FLAGS.coordinator_address.value, _FLAGS.num_processes.value,
                          _FLAGS.process_id.value)
   from jaxkd import train  # After distributed start-up, which must precede any JAX computation.

@@ -435,7 +435,8 @@ def _train_steps(config, run: _Run, state: DistillState, progress: dict, inputs,
       continue
     _raise_if_non_finite(tracker, store, record, workdir)
     if log:
-      _log_window(tracker, progress, writer, config.batch_size, done, stop_step, window_start)
+      _log_window(tracker, progress, writer, config.batch_size, done, stop_step,
+                  steps_per_epoch, window_start)
       window_start = time.time()
     if evaluate:
       _evaluate_and_save(run, state, inputs, initial_teachers, progress, store, writer,
@@ -451,16 +452,22 @@ def _train_steps(config, run: _Run, state: DistillState, progress: dict, inputs,
 
 
 def _log_window(tracker: _Tracker, progress: dict, writer, batch_size: int, done: int,
-                stop_step: int, window_start: float) -> None:
+                stop_step: int, steps_per_epoch: int, window_start: float) -> None:
   """Writes the mean train metrics since the last log, the throughput and the ETA."""
   steps = tracker.window_steps
   means = tracker.take_means()
   elapsed = time.time() - window_start
   progress["train_seconds"] += elapsed
   progress["train_images"] += steps * batch_size
+  images_per_s = steps * batch_size / elapsed
+  eta_s = (stop_step - done) * elapsed / steps
   writer.write_scalars(done, {**{f"train/{k}": v for k, v in means.items()},
-                              "perf/images_per_s": steps * batch_size / elapsed,
-                              "perf/eta_min": (stop_step - done) * elapsed / steps / 60})
+                              "perf/images_per_s": images_per_s, "perf/eta_min": eta_s / 60})
+  accuracy = means.get("train/accuracy")
+  logging.info("step %d/%d (epoch %.2f): loss %.4f%s, %.0f images/s, ETA %s", done, stop_step,
+               done / steps_per_epoch, means["loss"],
+               "" if accuracy is None else f", train accuracy {accuracy:.4f}", images_per_s,
+               time.strftime("%H:%M:%S", time.gmtime(eta_s)))
 
 
 def _evaluate_and_save(run: _Run, state: DistillState, inputs, initial_teachers, progress: dict,
@@ -471,6 +478,8 @@ def _evaluate_and_save(run: _Run, state: DistillState, inputs, initial_teachers,
   writer.write_scalars(done, {k: v for k, v in point.items() if k not in ("step", "epoch")})
   progress["history"].append(point)
   progress["last_test_accuracy"] = point["test/accuracy"]
+  logging.info("step %d (epoch %.2f): %s", done, point["epoch"], ", ".join(
+      f"{name} {value:.4f}" for name, value in point.items() if name.endswith("accuracy")))
   selection = point[f"{selection_split}/accuracy"]
   is_best = (progress["best_selection_accuracy"] is None
              or selection > progress["best_selection_accuracy"])
