@@ -200,15 +200,6 @@ def check_directory(path: str, flag: str) -> None:
                      "you can write to") from error
 
 
-def resolved_runs(config: ml_collections.ConfigDict,
-                  workdir: str) -> list[tuple[str, ml_collections.ConfigDict]]:
-  """(stage name, run config) of every run `config` makes; one ('', config) for a single run."""
-  if not config_schema.is_pipeline(config):
-    return [("", config)]
-  return [(name, pipeline.resolve_stage(config, name, workdir))
-          for name in pipeline.stages_to_run(config)]
-
-
 def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Everything a run can be refused for, before any stage trains.
 
@@ -216,16 +207,15 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   every stage (prepared here when it can be: `tfds_source.prepared_builder`). Raises
   ValueError or `data.MissingDatasetError` with a one-line fix.
   """
-  runs = resolved_runs(config, workdir)
-  for name, run in runs:
-    try:
-      config_validation.validate(run)
-    except ValueError as error:
-      raise ValueError(f"stage '{name}': {error}" if name else str(error)) from error
+  if config_schema.is_pipeline(config):
+    runs = list(pipeline.validated_stages(config, workdir).values())
+  else:
+    config_validation.validate(config)
+    runs = [config]
   check_directory(workdir, "--workdir")
-  for data_dir in sorted({run.data_dir for _, run in runs if run.data_dir}):
+  for data_dir in sorted({run.data_dir for run in runs if run.data_dir}):
     check_directory(data_dir, "--config.data_dir")
-  for dataset, data_dir in sorted({(run.dataset, run.data_dir) for _, run in runs}):
+  for dataset, data_dir in sorted({(run.dataset, run.data_dir) for run in runs}):
     tfds_source.prepared_builder(datasets.dataset_source(dataset), data_dir)
 
 

@@ -92,7 +92,7 @@ def restart_set(config: ml_collections.ConfigDict) -> set[str]:
   return named
 
 
-def _validated_stages(config: ml_collections.ConfigDict,
+def validated_stages(config: ml_collections.ConfigDict,
                       workdir: str) -> dict[str, ml_collections.ConfigDict]:
   """`{name: resolved stage}` of every stage to run, each validated before any trains."""
   stages = {}
@@ -155,7 +155,7 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
   The pipeline's summary carries the last stage's accuracy fields at the top level and
   every stage's summary, with the config its results came from, under `stages`.
   """
-  stages = _validated_stages(config, workdir)
+  stages = validated_stages(config, workdir)
   restart = restart_set(config)
   training = _plan(stages, workdir, restart)
   summaries = {}
