@@ -4,14 +4,17 @@
 what the input pipelines need (TFDS builder, split names, whether the split fits in memory).
 Unknown names raise a ValueError that lists the valid ones.
 
+Besides the registered names, `imagefolder:<root>` is a folder of one's own images
+(`imagefolder`): its classes, image shape, sizes and statistics are read from the folder.
+
 Per-channel statistics are of the pixels scaled to [0, 1], over each training split:
 CIFAR-100/CIFAR-10 the usual published values, cifar10_jpeg those of its decoded JPEGs
 (shared/data/README.md), digits those of its 1,437 training images (checked by a test),
-ImageNet torchvision's.
+ImageNet torchvision's, an image folder those of its own training images.
 """
 
 import dataclasses
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from jaxkd.registry import Registry
 
@@ -57,6 +60,8 @@ class DatasetSource:
     builder_module: for builders of our own, the jaxkd module defining them (imported
       lazily, built on first use); None for builders that ship with TFDS.
     how_to_get: the instruction printed when the data is missing.
+    builder_input: for a builder of ours with one config per data set (image folders), what
+      its module's `builder_config(source)` makes the config from; None otherwise.
   """
   info: DatasetInfo
   tfds_name: str
@@ -65,6 +70,7 @@ class DatasetSource:
   fits_in_memory: bool
   builder_module: Optional[str]
   how_to_get: str
+  builder_input: Any = None
 
 
 _SOURCES: Registry[DatasetSource] = Registry("dataset")
@@ -133,16 +139,27 @@ _register(DatasetSource(
                 "<repository>/../shared/data) so that it can be built")))
 
 
-def dataset_source(name: str) -> DatasetSource:
-  """The registered `DatasetSource` of `name`; ValueError listing valid names if unknown."""
+def dataset_source(name: str, data_dir: Optional[str] = None) -> DatasetSource:
+  """The `DatasetSource` of `name`; ValueError listing valid names if unknown.
+
+  For `imagefolder:<root>`, the folder is checked and its statistics computed once per
+  process; given a `data_dir` ('' = TFDS's default), they are cached there for later runs.
+  """
+  from jaxkd.data import imagefolder  # pylint: disable=g-import-not-at-top
+  if imagefolder.is_image_folder(name):
+    return imagefolder.folder_source(name, data_dir)
+  if name not in _SOURCES:
+    raise ValueError(f"unknown dataset '{name}'; valid datasets: {', '.join(dataset_names())}, "
+                     f"or {imagefolder.PREFIX}/path/to/your/images")
   return _SOURCES.get(name)
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str, data_dir: Optional[str] = None) -> DatasetInfo:
   """The `DatasetInfo` of `name` (ImageNet at its default 224x224 resolution)."""
-  return dataset_source(name).info
+  return dataset_source(name, data_dir).info
 
 
 def dataset_names() -> list[str]:
-  """Names accepted by `dataset_info` and by `config.dataset`, sorted."""
+  """Registered names accepted by `dataset_info` and by `config.dataset`, sorted (image
+  folders, `imagefolder:<root>`, are accepted besides)."""
   return _SOURCES.names()

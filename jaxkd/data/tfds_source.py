@@ -54,6 +54,12 @@ def _data_dir_text(builder: tfds.core.DatasetBuilder) -> str:
   return str(builder.data_dir_root)
 
 
+def data_dir_root(data_dir: str) -> pathlib.Path:
+  """The folder a builder opened over `data_dir` stores its data sets in ('' = TFDS's default,
+  `$TFDS_DATA_DIR` or ~/tensorflow_datasets)."""
+  return pathlib.Path(data_dir or tfds.core.constants.DATA_DIR).expanduser()
+
+
 @contextlib.contextmanager
 def _scratch_tempdir() -> Iterator[None]:
   """Points `tempfile` at a fresh folder, removed afterwards with whatever was left in it."""
@@ -70,12 +76,15 @@ def open_builder(source: datasets.DatasetSource, data_dir: str) -> tfds.core.Dat
 
   For data not yet prepared, TFDS makes a `tempfile.mkdtemp('tfds')` folder for info from
   GCS (`DatasetInfo.initialize_from_bucket`) and never removes it: it is made in a scratch
-  folder, removed here.
+  folder, removed here. A builder of ours with one config per data set (image folders) gets
+  the config its module's `builder_config(source)` makes.
   """
   options = {"data_dir": data_dir or None, "try_gcs": False}
   if source.builder_module is not None:
-    importlib.import_module(source.builder_module)  # Registers the builder with TFDS.
+    module = importlib.import_module(source.builder_module)  # Registers the builder with TFDS.
     options["file_format"] = _ARRAY_RECORD
+    if source.builder_input is not None:
+      options["config"] = module.builder_config(source)
   with _scratch_tempdir():
     return tfds.builder(source.tfds_name, **options)
 
