@@ -108,7 +108,7 @@ class Suite:
     schedule: config overrides every run shares ('optimizer.learning_rate': 0.05, ...).
     methods: the rows, in table order.
     seeds: the seeds every row runs with.
-    published: published numbers for the same pair (only those in methods.md).
+    published: published numbers for the same pair (only those in docs/methods.md).
     notes: paragraphs printed under the heading of the STUDY.md section.
     long: print the estimated wall time before training starts.
   """

@@ -15,7 +15,7 @@ both, and so does the recipe's 0.01 for a MobileNetV2/ShuffleNet student
 (`teacher_head_params='bias'`, as the code) uses the same settings with its own momentum.
 The student is evaluated and exported as backbone + projector + the adapted teacher head
 (the released code evaluates the student's untrained own head instead). No published number
-could be retrieved (methods.md §10); SimKD reaches 78.08% on this pair.
+could be retrieved (docs/methods.md §10); SimKD reaches 78.08% on this pair.
 `--config.dataset=cifar10_jpeg` runs it on the offline CIFAR-10 JPEGs.
 """
 

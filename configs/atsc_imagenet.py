@@ -9,7 +9,7 @@ SGD m0.9, lr 0.01 for student and teacher (linked fields, see `atsc_cifar100.py`
 here batch norm reduces over the global batch). The teacher is a jaxkd export of a trained
 ResNet50 (the reference uses torchvision's). Without `--config.teacher_checkpoint` the
 `teacher` stage trains one with CE first, on its own ImageNet recipe (batch 512, lr 0.2,
-100 epochs). No published number could be retrieved (methods.md §10). Not run here.
+100 epochs). No published number could be retrieved (docs/methods.md §10). Not run here.
 """
 
 from jaxkd import config_schema, recipes

@@ -7,7 +7,7 @@ Three stages: `t0` (resnet32x4, CE), `t1` (wrn_40_2, CE), then `student` (ATSC w
 Each teacher gets its own projector, feature loss, L2 anchor (w=1) and head update; the
 prediction averages the teachers' shared-head logits (`--config.stages.student.atsc.combine=
 mean_probs` averages their probabilities). The multi-teacher variant is not in the released
-code (methods.md §6, pitfall 5). Finished stages are skipped, so teachers trained earlier can
+code (docs/methods.md §6, pitfall 5). Finished stages are skipped, so teachers trained earlier can
 be reused by running in the same workdir. CIFAR recipe as `atsc_cifar100.py`;
 `--config.dataset=cifar10_jpeg` runs it on the offline CIFAR-10 JPEGs.
 """

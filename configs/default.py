@@ -1,4 +1,4 @@
-"""Defaults shared by every config: CE training of resnet8x4 on CIFAR-100 (methods.md §10).
+"""Defaults shared by every config: CE training of resnet8x4 on CIFAR-100 (docs/methods.md §10).
 
     python -m jaxkd.main --config=configs/default.py --workdir=/tmp/jaxkd/default
 

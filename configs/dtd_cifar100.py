@@ -6,7 +6,7 @@ KD with per-sample temperatures τ_i = τ₀ + β(mean w − w_i), τ₀ = 4, β
     python -m jaxkd.main --config=configs/dtd_cifar100.py --workdir=$HOME/jaxkd/dtd_c100 \
         [--config.teacher_checkpoint=$HOME/jaxkd/r32x4_c100]
 
-Not run here on CIFAR-100 (no published numbers retrieved either, methods.md §10);
+Not run here on CIFAR-100 (no published numbers retrieved either, docs/methods.md §10);
 `--config.dataset=cifar10_jpeg` runs it on the offline CIFAR-10 JPEGs.
 """
 

@@ -12,7 +12,7 @@ The generous stage's open choices are `--config.stages.generous.generous.<field>
 `std_multiple` (k), `nckd_weight` (λ), `tckd_weight`, `std_source` ('own'|'teacher') and
 `std_classes` ('all'|'non_target'). A given teacher checkpoint replaces the `standard` stage. Any distiller can be the last
 stage: `--config.stages.student.method=dkd` with a `dkd` section. Not run here; the
-paper's numbers and its k and λ were not retrieved (methods.md §9).
+paper's numbers and its k and λ were not retrieved (docs/methods.md §9).
 """
 
 from jaxkd import config_schema, recipes

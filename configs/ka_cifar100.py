@@ -7,7 +7,7 @@ uses label smoothing instead (ρ = 0.9). Teacher stage first unless a teacher is
         [--config.teacher_checkpoint=$HOME/jaxkd/r32x4_c100] [--config.stages.student.ka.ka_variant=lsr]
 
 KA ▶ DTD: `--config.stages.student.ka.transforms=ka,dtd`. The paper reports CIFAR-100,
-CINIC-10 and Tiny ImageNet numbers that could not be retrieved (methods.md §10). Not run
+CINIC-10 and Tiny ImageNet numbers that could not be retrieved (docs/methods.md §10). Not run
 here on CIFAR-100; `--config.dataset=cifar10_jpeg` runs it on the offline CIFAR-10 JPEGs.
 """
 

@@ -1,10 +1,10 @@
 """Per-sample distillation losses shared by every jaxkd method.
 
-Conventions (methods.md §1):
+Conventions (docs/methods.md §1):
   * logits have shape (B, C), integer labels shape (B,);
-  * every per-sample loss returns shape (B,) so callers can mask or weight it,
-    and batch reductions go through `masked_mean` (sum over classes, mean
-    over the batch, i.e. PyTorch's ``reduction='batchmean'``);
+  * every per-sample loss returns shape (B,) so callers can weight it, and
+    batch reductions go through `batch_mean` (sum over classes, mean over the
+    batch, i.e. PyTorch's ``reduction='batchmean'``);
   * KL(p ‖ q) = Σ_c p_c (log p_c − log q_c), with terms where p_c = 0
     contributing exactly 0 (also in the gradient);
   * a temperature may be a scalar, a per-sample vector (B,) or a column
@@ -24,11 +24,10 @@ ArrayLike = jax.typing.ArrayLike
 PyTree = Any
 
 
-def masked_mean(values: ArrayLike, mask: Optional[ArrayLike] = None) -> Array:
-  """Mean of per-sample values over the samples selected by `mask`.
+def batch_mean(values: ArrayLike, mask: Optional[ArrayLike] = None) -> Array:
+  """Mean of per-sample values over the batch, or over the samples `mask` selects.
 
-  masked_mean(v, m) = Σ_i m_i v_i / max(Σ_i m_i, 1); `mask=None` means
-  m_i = 1 for all i (the plain batch mean).
+  batch_mean(v) = (1/B) Σ_i v_i;  batch_mean(v, m) = Σ_i m_i v_i / max(Σ_i m_i, 1).
 
   Args:
     values: per-sample values, shape (B,).
@@ -151,7 +150,7 @@ def softened_kl(
   (default T², the student temperature squared), T_t defaults to T.
 
   Per-sample temperatures cover DTD (τ_i) and LS-KD written as τ·std(z_i);
-  LS-KD passes `t2_factor=τ**2` (the base temperature, methods.md §4).
+  LS-KD passes `t2_factor=τ**2` (the base temperature, docs/methods.md §4).
   No stop-gradient is applied here: the caller decides whether the teacher
   is frozen.
 
@@ -204,7 +203,7 @@ def decoupled_kl(
     teacher_temperature: Optional[ArrayLike] = None,
     t2_factor: Optional[ArrayLike] = None,
 ) -> tuple[Array, Array]:
-  """DKD's target-class and non-target-class KL terms per sample (§3).
+  """DKD's target-class and non-target-class KL terms per sample (docs/methods.md §3).
 
   TCKD_i = f_i · KL(b_t,i ‖ b_s,i),   b = [p_y, 1 − p_y],  p = σ(z/T)
   NCKD_i = f_i · KL(p̃_t,i ‖ p̃_s,i),  p̃_c = softmax_{c≠y}(z_c/T)

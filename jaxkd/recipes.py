@@ -1,6 +1,6 @@
 """The published training recipes, as config builders that config files compose.
 
-CIFAR (RepDistiller / mdistiller / SimKD / ATSC, methods.md §10): SGD momentum 0.9,
+CIFAR (RepDistiller / mdistiller / SimKD / ATSC, docs/methods.md §10): SGD momentum 0.9,
 batch 64, lr 0.05 (0.01 for MobileNetV2 and ShuffleNet students), weight decay 5e-4,
 240 epochs, ×0.1 after epochs 150, 180 and 210.
 ImageNet (mdistiller KD/DKD, ResNet34 ▶ ResNet18): batch 512, lr 0.2, weight decay

@@ -12,6 +12,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture
+def x64():
+  """Runs the test with 64-bit floats enabled (identities checked to 1e-12 and below)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    yield
+
+
 @pytest.fixture(scope="session")
 def cifar100_data_dir(tmp_path_factory) -> str:
   """A TFDS data_dir holding the real CIFAR-100, prepared by `jaxkd.data.prepare` once.

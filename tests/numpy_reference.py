@@ -1,6 +1,6 @@
-"""Independent float64 NumPy references for jaxkd.losses and teacher_transforms.
+"""Independent float64 NumPy references for jaxkd.losses and the KA, DTD and LS functions.
 
-Written directly from the equations of methods.md (§1-4, §8, §9), one sample at
+Written directly from the equations of docs/methods.md (§1-4, §8, §9), one sample at
 a time with explicit loops, to give golden values for the JAX code. Terms with
 zero target probability are skipped (0·log 0 = 0).
 """

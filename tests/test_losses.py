@@ -14,12 +14,6 @@ BATCH, CLASSES = 6, 10
 F32_TOL = dict(rtol=2e-5, atol=2e-5)
 
 
-@pytest.fixture
-def x64():
-  with jax.enable_x64(True):
-    yield
-
-
 def random_problem(seed, batch=BATCH, classes=CLASSES, scale=3.0):
   rng = np.random.default_rng(seed)
   teacher = scale * rng.standard_normal((batch, classes))
@@ -37,16 +31,16 @@ def extreme_logits(seed, magnitude, batch=BATCH, classes=CLASSES):
   return logits
 
 
-# --- masked_mean --------------------------------------------------------------
+# --- batch_mean ---------------------------------------------------------------
 
 
-def test_masked_mean_selects_samples():
+def test_batch_mean_is_the_mean_or_the_mean_over_selected_samples():
   values = jnp.array([1.0, 2.0, 3.0, 10.0])
-  assert losses.masked_mean(values) == pytest.approx(4.0)
-  assert losses.masked_mean(values, jnp.array([True, True, True, False])) == (
+  assert losses.batch_mean(values) == pytest.approx(4.0)
+  assert losses.batch_mean(values, jnp.array([True, True, True, False])) == (
       pytest.approx(2.0)
   )
-  assert losses.masked_mean(values, jnp.zeros(4, bool)) == 0.0
+  assert losses.batch_mean(values, jnp.zeros(4, bool)) == 0.0
 
 
 # --- cross_entropy ------------------------------------------------------------
@@ -306,7 +300,7 @@ def test_kd_gradient_closed_form(x64):
   teacher, student, _ = random_problem(17)
   temperature = 4.0
   grad = jax.grad(
-      lambda s: losses.masked_mean(losses.softened_kl(teacher, s, temperature))
+      lambda s: losses.batch_mean(losses.softened_kl(teacher, s, temperature))
   )(student)
   p_s = np.stack([ref.softmax(row / temperature) for row in student])
   p_t = np.stack([ref.softmax(row / temperature) for row in teacher])

@@ -1,7 +1,7 @@
 """What the CIFAR-100 resnet56 → resnet20 suites share: the checkpoints, the methods with
 their published settings and our reconstruction choices, and the published numbers.
 
-Published numbers (methods.md §10, "CIFAR-100 top-1 (%)", resnet56 → resnet20 row): T and S
+Published numbers (docs/methods.md §10, "CIFAR-100 top-1 (%)", resnet56 → resnet20 row): T and S
 from the RepDistiller README, KD and DKD from the mdistiller README, KD+LS from the LS-KD
 README. No other method has a published number for this pair.
 """

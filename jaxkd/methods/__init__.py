@@ -1,25 +1,32 @@
-"""Registry of distillation methods: one module per method, found by name."""
+"""Registry of distillation methods: one module per method, found by name.
+
+A method file registers its class with `@methods.register("<name>")`; every module of this
+package is imported below, so a new file needs no other change to become
+`--config.method=<name>`.
+"""
+
+import importlib
+import pkgutil
 
 import ml_collections
 
 from jaxkd.methods import base
-from jaxkd.methods.atsc import ATSC
-from jaxkd.methods.ce import CrossEntropy
-from jaxkd.methods.dkd import DecoupledKD
-from jaxkd.methods.dtd import DynamicTemperature
-from jaxkd.methods.generous import GenerousTeacher
-from jaxkd.methods.ka import KnowledgeAdjustment
-from jaxkd.methods.kd import KnowledgeDistillation
-from jaxkd.methods.lskd import LogitStandardizedKD
-from jaxkd.methods.simkd import SimKD
-from jaxkd.methods.student_friendly import StudentFriendlyKD
 from jaxkd.registry import Registry
 
 METHODS: Registry[type[base.Method]] = Registry("method")
-for _method in (CrossEntropy, KnowledgeDistillation, DecoupledKD, SimKD, ATSC,
-                KnowledgeAdjustment, DynamicTemperature, LogitStandardizedKD, StudentFriendlyKD,
-                GenerousTeacher):
-  METHODS.register(_method.name)(_method)
+
+
+def register(name: str):
+  """Class decorator: registers the class as method `name` and sets its `name` attribute.
+
+  `--config.method=<name>` then selects it, with its settings in `config.<name>`.
+  """
+
+  def add(cls: type[base.Method]) -> type[base.Method]:
+    cls.name = name
+    return METHODS.register(name)(cls)
+
+  return add
 
 
 def create_method(config: ml_collections.ConfigDict) -> base.Method:
@@ -30,3 +37,7 @@ def create_method(config: ml_collections.ConfigDict) -> base.Method:
 def default_config(name: str) -> ml_collections.ConfigDict:
   """The hyperparameter section of method `name`, for config files to start from."""
   return METHODS.get(name).default_config()
+
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")

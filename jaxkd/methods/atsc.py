@@ -1,4 +1,4 @@
-"""ATSC: adaptive teaching with a shared classifier (Jang et al., arXiv 2406.08528), methods.md §6.
+"""ATSC: adaptive teaching with a shared classifier (Jang et al., arXiv 2406.08528), docs/methods.md §6.
 
 SimKD (`jaxkd.methods.simkd`) with a trainable teacher, on the same features (the models'
 distillation features, the code's `feat[-2]`) and refusing the same teachers (a head conv
@@ -37,7 +37,7 @@ import jax
 import ml_collections
 import optax
 
-from jaxkd import losses, optim
+from jaxkd import losses, methods, optim
 from jaxkd.methods import base, projector, simkd
 from jaxkd.ranges import NON_NEGATIVE, Range
 
@@ -58,10 +58,10 @@ def share_student_optimizer(run: ml_collections.ConfigDict) -> ml_collections.Co
   return run
 
 
+@methods.register("atsc")
 class ATSC(simkd.SimKD):
   """SimKD whose teachers adapt to the student, anchored to their pretrained weights."""
 
-  name = "atsc"
   teacher_mode = base.TeacherMode.TRAINABLE
   multi_teacher = True
 
@@ -132,7 +132,7 @@ class ATSC(simkd.SimKD):
     anchor = sum(losses.squared_distance_to_anchor(t, t0, losses.anchor_mask(t))
                  for t, t0 in zip(params["teachers"], step_info.method_state["anchor"]))
     total = total + hp.anchor_weight * anchor
-    teacher_ce = sum(losses.masked_mean(losses.cross_entropy(z, labels))
+    teacher_ce = sum(losses.batch_mean(losses.cross_entropy(z, labels))
                      for _, z in teacher_outputs) / len(teacher_outputs)
     metrics = dict(metrics, **{"loss/anchor": anchor, "teacher/train_ce": teacher_ce})
     return total, (dict(batch_stats, teachers=tuple(teacher_stats), **new_stats), metrics)
@@ -148,7 +148,7 @@ class ATSC(simkd.SimKD):
       for module, t_params, t_stats in zip(nets.teachers, self.with_heads(teachers, heads),
                                            state.batch_stats["teachers"]):
         (_, logits), new_stats = base.apply_model(module, t_params, t_stats, images, train=True)
-        ces.append(losses.masked_mean(losses.cross_entropy(logits, labels)))
+        ces.append(losses.batch_mean(losses.cross_entropy(logits, labels)))
         stats.append(new_stats)
         accuracies.append(base.accuracy(logits, labels))
       return sum(ces), (tuple(stats), accuracies)

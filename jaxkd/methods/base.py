@@ -1,6 +1,7 @@
 """The contract between the trainer and a distillation method.
 
-A method is one small class that declares, as pure functions and data:
+A method is one small class, registered by name with `@methods.register("<name>")`, that
+declares, as pure functions and data:
 - `default_config()`: its hyperparameters (the config section named after the method);
 - `teacher_mode`: whether it uses no teacher, a frozen one, or trains the teacher;
 - `init_extra(...)`: extra trainable modules (projectors, simplifiers), if any;
@@ -92,7 +93,11 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 class Method(abc.ABC):
-  """A distillation method; subclasses set `name`, `teacher_mode` and define `loss`."""
+  """A distillation method, registered with `@methods.register(name)`, which sets `name`.
+
+  Subclasses set `teacher_mode` and define `loss`; the methods that compare logits only
+  subclass `logit_method.LogitMethod`, which defines `loss` around their `logit_loss`.
+  """
 
   name: str = ""
   teacher_mode: TeacherMode = TeacherMode.NONE

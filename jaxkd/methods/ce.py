@@ -5,13 +5,13 @@
 
 import ml_collections
 
-from jaxkd import losses
+from jaxkd import losses, methods
 from jaxkd.methods import base
 from jaxkd.ranges import PROBABILITY, Range
 
 
+@methods.register("ce")
 class CrossEntropy(base.Method):
-  name = "ce"
   teacher_mode = base.TeacherMode.NONE
 
   @classmethod
@@ -26,7 +26,7 @@ class CrossEntropy(base.Method):
     del rng, step_info
     (_, logits), student_stats = base.apply_model(
         nets.student, params["student"], batch_stats["student"], batch["image"], train=True)
-    ce = losses.masked_mean(losses.cross_entropy(
+    ce = losses.batch_mean(losses.cross_entropy(
         logits, batch["label"], label_smoothing=self.hparams.label_smoothing))
     new_stats = dict(batch_stats, student=student_stats)
     return ce, (new_stats, {"loss/ce": ce, "train/accuracy": base.accuracy(logits, batch["label"])})

@@ -1,4 +1,4 @@
-"""Decoupled knowledge distillation (Zhao et al., CVPR 2022), methods.md §3.
+"""Decoupled knowledge distillation (Zhao et al., CVPR 2022), docs/methods.md §3.
 
     L_TCKD = T² · mean_i KL(b_t,i ‖ b_s,i)        b = [p_y, 1 − p_y], p = σ(z / T)
     L_NCKD = T² · mean_i KL(p̃_t,i ‖ p̃_s,i)        p̃ = softmax over the classes c ≠ y
@@ -9,21 +9,19 @@ the distillation loss, not the learning rate. Defaults are mdistiller's CIFAR-10
 `CFG.DKD`: α = 1, β = 8, T = 4, warm-up 20 epochs, w_ce = 1. With two classes the
 non-target distribution has one class and L_NCKD is exactly zero.
 
-`transforms` ('ka' with 'ps', 'dtd', 'ls') rewrite the teacher target first. DKD+LS as
-in LS-KD: `transforms='ls'`, T = τ = 2, and α, β multiplied by the KD weight (9).
+`transforms` ('ka' with 'ps', 'dtd', 'ls'; see kd.py) rewrite the teacher target first.
+DKD+LS as in LS-KD: `transforms='ls'`, T = τ = 2, and α, β multiplied by the KD weight (9).
 """
 
 import ml_collections
 
-from jaxkd import losses
-from jaxkd.methods import base, targets
+from jaxkd import losses, methods
+from jaxkd.methods import logit_method, targets
 from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
 
-class DecoupledKD(base.Method):
-  name = "dkd"
-  teacher_mode = base.TeacherMode.FROZEN
-
+@methods.register("dkd")
+class DecoupledKD(logit_method.LogitMethod):
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"alpha": 1.0, "beta": 8.0, "temperature": 4.0,
@@ -41,24 +39,13 @@ class DecoupledKD(base.Method):
     super().validate()
     targets.validate_transforms(self.hparams, self.name, accepts_distribution=False)
 
-  def logit_loss(self, teacher_logits, student_logits, labels, step_info):
-    """(total, metrics) of the loss on given logits."""
+  def logit_loss(self, teacher_logits, student_logits, labels, step_info, extra):
+    del extra
     hp = self.hparams
     target, metrics = targets.build_target(teacher_logits, student_logits, labels, hp)
-    ce = losses.masked_mean(losses.cross_entropy(student_logits, labels))
+    ce = losses.batch_mean(losses.cross_entropy(student_logits, labels))
     tckd, nckd = targets.decoupled_terms(target, labels)
-    tckd, nckd = losses.masked_mean(tckd), losses.masked_mean(nckd)
+    tckd, nckd = losses.batch_mean(tckd), losses.batch_mean(nckd)
     warmup = losses.dkd_warmup_factor(step_info.epoch, hp.warmup_epochs)
     metrics.update({"loss/ce": ce, "loss/tckd": tckd, "loss/nckd": nckd, "dkd/warmup": warmup})
     return hp.ce_weight * ce + warmup * (hp.alpha * tckd + hp.beta * nckd), metrics
-
-  def loss(self, nets, params, batch_stats, batch, rng, step_info):
-    del rng
-    labels = batch["label"]
-    ((_, teacher_logits),) = base.frozen_teacher_outputs(nets, params, batch_stats, batch["image"])
-    (_, logits), student_stats = base.apply_model(
-        nets.student, params["student"], batch_stats["student"], batch["image"], train=True)
-    total, metrics = self.logit_loss(teacher_logits, logits, labels, step_info)
-    metrics.update({"train/accuracy": base.accuracy(logits, labels),
-                    "teacher/train_accuracy": base.accuracy(teacher_logits, labels)})
-    return total, (dict(batch_stats, student=student_stats), metrics)

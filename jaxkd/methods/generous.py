@@ -1,4 +1,4 @@
-"""Generous Teacher, stage 1 (Ding et al., Image and Vision Computing 2024), methods.md §9.
+"""Generous Teacher, stage 1 (Ding et al., Image and Vision Computing 2024), docs/methods.md §9.
 
 Trains a generous teacher G (the run's "student" model; usually the standard teacher's
 architecture, from scratch) on the labels and on the non-target knowledge of a frozen
@@ -9,7 +9,7 @@ standard teacher S, at a temperature that is a multiple k of each sample's logit
     p̃ = softmax over the classes c ≠ y at the sample's temperature (DKD's NCKD)
 
 The k² factor follows LS-KD, whose standardised logits at base τ are exactly the logits
-at temperature τ·std. Only the abstract is verified: k, λ, the std and TCKD are
+at temperature τ·std (the std is LS-KD's `lskd.logit_std`). Only the abstract is verified: k, λ, the std and TCKD are
 settings (`std_source='teacher'` gives both models S's temperature; `std_classes=
 'non_target'` takes the std over the C − 1 non-target logits; `tckd_weight > 0` adds the
 target/non-target term). Defaults: k = 2 (LS-KD's base τ), λ = 1, std over all C logits
@@ -24,17 +24,15 @@ teacher (`configs/generous_teacher_cifar100.py` chains all three stages).
 import jax
 import ml_collections
 
-from jaxkd import losses, teacher_transforms
-from jaxkd.methods import base
+from jaxkd import losses, methods
+from jaxkd.methods import logit_method, lskd
 from jaxkd.ranges import NON_NEGATIVE, POSITIVE, Range
 
 STD_EPS = 1e-7
 
 
-class GenerousTeacher(base.Method):
-  name = "generous"
-  teacher_mode = base.TeacherMode.FROZEN
-
+@methods.register("generous")
+class GenerousTeacher(logit_method.LogitMethod):
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
@@ -77,11 +75,11 @@ class GenerousTeacher(base.Method):
     where = None
     if self.hparams.std_classes == "non_target":
       where = ~jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
-    return self.hparams.std_multiple * (teacher_transforms.logit_std(logits, where=where)
-                                        + STD_EPS)
+    return self.hparams.std_multiple * (lskd.logit_std(logits, where=where) + STD_EPS)
 
-  def logit_loss(self, teacher_logits, student_logits, labels):
-    """(total, metrics) given the standard teacher's and the generous teacher's logits."""
+  def logit_loss(self, teacher_logits, student_logits, labels, step_info, extra):
+    """(total, metrics): the standard teacher S's logits, the generous teacher G's."""
+    del step_info, extra
     hp = self.hparams
     k = hp.std_multiple
     teacher_temperature = self.temperature(teacher_logits, labels)
@@ -89,20 +87,9 @@ class GenerousTeacher(base.Method):
                    self.temperature(student_logits, labels))
     tckd, nckd = losses.decoupled_kl(teacher_logits, student_logits, labels, temperature,
                                      teacher_temperature=teacher_temperature, t2_factor=k**2)
-    ce = losses.masked_mean(losses.cross_entropy(student_logits, labels))
-    tckd, nckd = losses.masked_mean(tckd), losses.masked_mean(nckd)
+    ce = losses.batch_mean(losses.cross_entropy(student_logits, labels))
+    tckd, nckd = losses.batch_mean(tckd), losses.batch_mean(nckd)
     total = hp.ce_weight * ce + hp.nckd_weight * nckd + hp.tckd_weight * tckd
     return total, {"loss/ce": ce, "loss/nckd": nckd, "loss/tckd": tckd,
                    "generous/temperature_mean": temperature.mean(),
                    "generous/teacher_temperature_mean": teacher_temperature.mean()}
-
-  def loss(self, nets, params, batch_stats, batch, rng, step_info):
-    del rng, step_info
-    ((_, teacher_logits),) = base.frozen_teacher_outputs(nets, params, batch_stats, batch["image"])
-    (_, logits), student_stats = base.apply_model(
-        nets.student, params["student"], batch_stats["student"], batch["image"], train=True)
-    total, metrics = self.logit_loss(teacher_logits.astype("float32"), logits.astype("float32"),
-                                     batch["label"])
-    metrics.update({"train/accuracy": base.accuracy(logits, batch["label"]),
-                    "teacher/train_accuracy": base.accuracy(teacher_logits, batch["label"])})
-    return total, (dict(batch_stats, student=student_stats), metrics)

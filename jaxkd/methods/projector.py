@@ -1,4 +1,4 @@
-"""Pieces shared by SimKD and ATSC (methods.md §5, §6): projector, alignment, shared head.
+"""Pieces shared by SimKD and ATSC (docs/methods.md §5, §6): projector, alignment, shared head.
 
 - `adaptive_avg_pool`: PyTorch's `adaptive_avg_pool2d` on NHWC maps.
 - `Projector`: C_s → C_t/f → C_t/f → C_t, as 1×1 conv-BN-ReLU, 3×3 conv-BN-ReLU,

@@ -1,4 +1,4 @@
-"""SimKD: the student reuses the teacher's classifier (Chen et al., CVPR 2022), methods.md §5.
+"""SimKD: the student reuses the teacher's classifier (Chen et al., CVPR 2022), docs/methods.md §5.
 
 With the student's distillation feature f_s, the teacher's f_t (each model's `feature`,
 the reference code's `feat[-2]`: for a MobileNetV2 student the last inverted-residual block's
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxkd import losses, models
+from jaxkd import losses, methods, models
 from jaxkd.methods import base, projector
 from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
@@ -55,10 +55,10 @@ def feature_losses(projected: Sequence[jax.Array],
                for h, f in zip(projected, teacher_maps))
 
 
+@methods.register("simkd")
 class SimKD(base.Method):
   """SimKD with one frozen teacher; ATSC (`jaxkd.methods.atsc`) extends it."""
 
-  name = "simkd"
   teacher_mode = base.TeacherMode.FROZEN
 
   @classmethod
@@ -114,8 +114,8 @@ class SimKD(base.Method):
     projected, extra_stats = apply_projectors(
         nets.extra, params["extra"], batch_stats["extra"], student_map, train=True)
     feature = sum(feature_losses(projected, [f for f, _ in teacher_outputs]))
-    ce = losses.masked_mean(losses.cross_entropy(logits, labels))
-    kd = jnp.mean(jnp.stack([losses.masked_mean(losses.softened_kl(z, logits, hp.temperature))
+    ce = losses.batch_mean(losses.cross_entropy(logits, labels))
+    kd = jnp.mean(jnp.stack([losses.batch_mean(losses.softened_kl(z, logits, hp.temperature))
                              for _, z in teacher_outputs]))
     total = hp.feature_weight * feature + hp.ce_weight * ce + hp.kd_weight * kd
     prediction = projector.combine_logits(

@@ -1,4 +1,4 @@
-"""Student-friendly KD, SKD (Yuan, Lang & Quan, 2023), methods.md §7 — a reconstruction.
+"""Student-friendly KD, SKD (Yuan, Lang & Quan, 2023), docs/methods.md §7 — a reconstruction.
 
 Softening, then a learning simplifier S_ψ (self-attention) that rewrites the teacher's
 knowledge and is trained with the student on the distillation loss itself:
@@ -20,8 +20,8 @@ can drift towards what the student already predicts. With the residual, the atte
 output projection starts at zero (S_ψ starts as the identity, p̂_t as σ(z_t/T)), and a CE
 term on ũ keeps the simplified knowledge right about the label. Defaults w_ce = w_kd = 1
 (the KD baseline of the SimKD/ATSC code) and w_simplifier_ce = 1: on digits, a cnn_small
-student reached 33% with KD's 0.1/0.9 and no guard, 92% with these (3 epochs; the test
-`tests/methods/test_methods_learn.py`). `skd/kl_to_teacher` (KL(p̂_t ‖ σ(z_t/T))) and the
+student reached 33% with KD's 0.1/0.9 and no guard, 92% with these (3 epochs; the run of
+`tests/methods/test_student_friendly.py`). `skd/kl_to_teacher` (KL(p̂_t ‖ σ(z_t/T))) and the
 simplifier's accuracy are logged so that a collapse is visible.
 """
 
@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxkd import losses
-from jaxkd.methods import base
+from jaxkd import losses, methods
+from jaxkd.methods import base, logit_method
 from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
 
@@ -60,10 +60,8 @@ class LearningSimplifier(nn.Module):
     return u + attended if self.residual else attended
 
 
-class StudentFriendlyKD(base.Method):
-  name = "student_friendly"
-  teacher_mode = base.TeacherMode.FROZEN
-
+@methods.register("student_friendly")
+class StudentFriendlyKD(logit_method.LogitMethod):
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
@@ -105,33 +103,22 @@ class StudentFriendlyKD(base.Method):
     params = jax.jit(module.init)(rng, jnp.zeros((2, num_classes), jnp.float32))["params"]
     return module, params, {}
 
-  def logit_loss(self, nets, extra_params, teacher_logits, student_logits, labels):
-    """(total, metrics) given both models' logits and the simplifier's parameters."""
+  def logit_loss(self, teacher_logits, student_logits, labels, step_info, extra):
+    """(total, metrics); `extra` is the simplifier S_ψ with the ψ being trained."""
+    del step_info
     hp = self.hparams
     temperature = hp.temperature
-    softened = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)) / temperature
-    simplified = nets.extra.apply({"params": extra_params}, softened)
+    softened = jax.lax.stop_gradient(teacher_logits) / temperature
+    simplified = extra(softened)
     target_logits = simplified / temperature if hp.apply_temperature_again else simplified
     target_log_probs = jax.nn.log_softmax(target_logits, axis=-1)
-    student_logits = student_logits.astype(jnp.float32)
-    ce = losses.masked_mean(losses.cross_entropy(student_logits, labels))
-    kd = losses.masked_mean(losses.kl_to_target(target_log_probs, student_logits, temperature,
-                                                t2_factor=temperature**2))
-    simplifier_ce = losses.masked_mean(losses.cross_entropy(simplified, labels))
+    ce = losses.batch_mean(losses.cross_entropy(student_logits, labels))
+    kd = losses.batch_mean(losses.kl_to_target(target_log_probs, student_logits, temperature,
+                                               t2_factor=temperature**2))
+    simplifier_ce = losses.batch_mean(losses.cross_entropy(simplified, labels))
     total = hp.ce_weight * ce + hp.kd_weight * kd + hp.simplifier_ce_weight * simplifier_ce
-    kl_to_teacher = losses.masked_mean(losses.kl_to_target(
+    kl_to_teacher = losses.batch_mean(losses.kl_to_target(
         jax.lax.stop_gradient(target_log_probs), softened, 1.0, t2_factor=1.0))
     return total, {"loss/ce": ce, "loss/kd": kd, "loss/simplifier_ce": simplifier_ce,
                    "skd/kl_to_teacher": kl_to_teacher,
                    "skd/simplifier_accuracy": base.accuracy(simplified, labels)}
-
-  def loss(self, nets, params, batch_stats, batch, rng, step_info):
-    del rng, step_info
-    ((_, teacher_logits),) = base.frozen_teacher_outputs(nets, params, batch_stats, batch["image"])
-    (_, logits), student_stats = base.apply_model(
-        nets.student, params["student"], batch_stats["student"], batch["image"], train=True)
-    total, metrics = self.logit_loss(nets, params["extra"], teacher_logits, logits,
-                                     batch["label"])
-    metrics.update({"train/accuracy": base.accuracy(logits, batch["label"]),
-                    "teacher/train_accuracy": base.accuracy(teacher_logits, batch["label"])})
-    return total, (dict(batch_stats, student=student_stats), metrics)

@@ -1,4 +1,4 @@
-"""Shared fixtures of the method tests: a trained digits teacher, fixed logits, short runs.
+"""Shared fixtures of the method tests: a trained digits teacher, fixed and random logits, runs.
 
 `digits_teacher_workdir` trains a cnn_large teacher with CE on the real `digits` data set
 once per test session and returns its workdir, which any distillation run loads as
@@ -104,6 +104,20 @@ def fixed_logits():
 
 
 @pytest.fixture(scope="session")
+def random_logits():
+  """`logits(seed, batch=8) -> (teacher, student, labels)`: N(0, 3²) float64 logits, 10 classes."""
+
+  def logits(seed: int, batch: int = 8, classes: int = 10, scale: float = 3.0):
+    rng = np.random.default_rng(seed)
+    teacher = scale * rng.standard_normal((batch, classes))
+    student = scale * rng.standard_normal((batch, classes))
+    labels = rng.integers(0, classes, size=batch)
+    return teacher, student, labels
+
+  return logits
+
+
+@pytest.fixture(scope="session")
 def make_method():
   """`make(name, **settings)`: the registered method with its section updated, validated."""
 
@@ -131,7 +145,7 @@ def logit_loss_of(fixed_logits):
     student = fixed_logits.student if student is None else student
     labels = fixed_logits.labels if labels is None else labels
     total, metrics = method.logit_loss(jnp.asarray(teacher), jnp.asarray(student),
-                                       jnp.asarray(labels), step_info(epoch))
+                                       jnp.asarray(labels), step_info(epoch), None)
     return float(total), {k: float(v) for k, v in jax.device_get(metrics).items()}
 
   return loss

@@ -1,12 +1,9 @@
-"""ATSC: one train step against the closed-form updates of methods.md §6, several teachers, configs.
+"""ATSC: one step against the closed-form updates of docs/methods.md §6; several teachers; configs.
 
 Tiny models on 8×8 inputs: teacher cnn_large (feature map 2×2×128), student cnn_small (4×4×32).
 SGD with lr 0.05, momentum 0.9, weight decay 5e-4; on the first step the momentum buffers are
 empty, so every parameter moves by −lr·(∂L/∂W + wd·W).
 """
-
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +14,9 @@ from jaxkd import config_validation, pipeline, recipes, train
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc, projector
 
+from tests.config_files import load_config
 from tests.random_teachers import INFO, export_random_teacher, random_batch
 LR, WD = 0.05, 5e-4
-REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def build(tmp_path_factory, teachers=("cnn_large",), **hparams):
@@ -188,13 +185,6 @@ def test_bad_settings_are_refused(field, value, message):
   config.atsc[field] = value
   with pytest.raises(ValueError, match=message):
     atsc.ATSC(config).validate()
-
-
-def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def test_atsc_cifar100_config_is_the_readme_command():

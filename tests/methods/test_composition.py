@@ -1,17 +1,16 @@
 """Teacher transforms compose with KD and DKD by config alone: KA ▶ DTD ▶ DKD equals the
 same steps written by hand, runs on digits, and every logit-method config validates."""
 
-import importlib.util
 import os
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import config_schema, config_validation, losses, pipeline, teacher_transforms
+from jaxkd import config_schema, config_validation, losses, pipeline
+from jaxkd.methods import dtd, ka
 from tests import numpy_reference as ref
-
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+from tests.config_files import CONFIG_DIR, load_config
 
 
 def hand_composed_dkd(teacher, student, labels, order, epoch):
@@ -20,9 +19,9 @@ def hand_composed_dkd(teacher, student, labels, order, epoch):
   temperature = 4.0
   for name in order:
     if name == "ka":
-      teacher, _ = teacher_transforms.probability_shift(teacher, labels)
+      teacher, _ = ka.probability_shift(teacher, labels)
     else:
-      temperature = teacher_transforms.dynamic_temperatures(
+      temperature = dtd.sample_temperatures(
           student, teacher, base_temperature=4.0, beta=1.0, weight_kind="flsw")
   tckd, nckd = losses.decoupled_kl(teacher, student, labels, temperature)  # Factor τ_i².
   ce = jnp.mean(losses.cross_entropy(student, labels))
@@ -100,11 +99,7 @@ def test_ka_dtd_dkd_learns_from_config_alone(distill_on_digits, initial_and_fina
     ("ka_cifar100", "ka"), ("dtd_cifar100", "dtd"), ("lskd_cifar100", "lskd"),
     ("student_friendly_cifar100", "student_friendly"), ("generous_teacher_cifar100", "kd")])
 def test_configs_validate_on_cifar10_jpeg(name, method):
-  path = os.path.join(CONFIG_DIR, name + ".py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(name)
   config.dataset = "cifar10_jpeg"
   assert config_schema.is_pipeline(config)
   stages = [pipeline.resolve_stage(config, n, "/w") for n in config.stage_order]
@@ -114,5 +109,5 @@ def test_configs_validate_on_cifar10_jpeg(name, method):
   last = stages[-1]
   assert (last.method, last.teacher_model, last.student_model) == (
       method, "resnet32x4", "resnet8x4")
-  with open(path) as f:
+  with open(os.path.join(CONFIG_DIR, f"{name}.py")) as f:
     assert f"python -m jaxkd.main --config=configs/{name}.py" in f.read()

@@ -13,7 +13,7 @@ def softmax(logits):
 
 
 def dkd_terms_reference(teacher, student, labels, temperature):
-  """Per-sample T²·TCKD and T²·NCKD from probabilities, float64 (methods.md §3)."""
+  """Per-sample T²·TCKD and T²·NCKD from probabilities, float64 (docs/methods.md §3)."""
   teacher, student = teacher.astype(np.float64), student.astype(np.float64)
   rows = np.arange(len(labels))
   target = np.zeros_like(teacher)
@@ -48,7 +48,7 @@ def test_loss_with_warmup_equals_numpy(make_method, logit_loss_of, fixed_logits,
 
 
 def test_tckd_plus_weighted_nckd_is_kd(make_method, logit_loss_of, fixed_logits):
-  """KL(p_t‖p_s) = TCKD + (1 − p_t[y])·NCKD per sample (methods.md §1, item 1)."""
+  """KL(p_t‖p_s) = TCKD + (1 − p_t[y])·NCKD per sample (docs/methods.md §1, item 1)."""
   method = make_method("dkd", alpha=1.0, beta=1.0, ce_weight=0.0, warmup_epochs=1)
   teacher, student, labels = fixed_logits.teacher, fixed_logits.student, fixed_logits.labels
   tckd, nckd = dkd_terms_reference(teacher, student, labels, 4.0)

@@ -1,5 +1,6 @@
 """Dynamic Temperature Distillation: per-sample temperatures (FLSW, CWSM) and the loss
-against NumPy, the clamp, the global-batch mean under sharding, and a student that learns."""
+against NumPy, the clamp, the padding mask, the global-batch mean under sharding, and a
+student that learns."""
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,11 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxkd import step as step_lib
-from jaxkd.methods import base
+from jaxkd.methods import base, dtd
 from tests import numpy_reference as ref
+
+F32_TOL = dict(rtol=2e-5, atol=2e-5)
+DTD_SETTINGS = dict(base_temperature=4.0, beta=1.5, gamma=2.0, min_temperature=1.0)
 
 
 def softmax(logits):
@@ -91,11 +95,78 @@ def test_batch_mean_is_global_when_the_batch_is_sharded(make_method):
   assert mesh.size == 8
   sharded = NamedSharding(mesh, PartitionSpec(step_lib.DATA_AXIS))
   step = base.StepInfo(step=jnp.asarray(0), epoch=jnp.asarray(1))
-  loss = jax.jit(lambda t, s, y: method.logit_loss(t, s, y, step))
+  loss = jax.jit(lambda t, s, y: method.logit_loss(t, s, y, step, None))
   total, metrics = loss(*(jax.device_put(x, sharded) for x in (teacher, student, labels)))
   tau = temperatures(student, teacher, "flsw", 1.0)
   assert float(total) == pytest.approx(dtd_loss(teacher, student, labels, tau), rel=1e-5)
   assert float(metrics["dtd/temperature_mean"]) == pytest.approx(tau.mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("weight_kind", ["flsw", "cwsm"])
+def test_sample_temperatures_match_reference(random_logits, weight_kind):
+  teacher, student, _ = random_logits(7)
+  got = dtd.sample_temperatures(jnp.asarray(student, jnp.float32),
+                                jnp.asarray(teacher, jnp.float32), weight_kind=weight_kind,
+                                **DTD_SETTINGS)
+  expected = ref.dynamic_temperatures(student, teacher, weight_kind=weight_kind, **DTD_SETTINGS)
+  assert got.shape == (8,)
+  assert np.ptp(expected) > 0.1
+  np.testing.assert_allclose(got, expected, **F32_TOL)
+
+
+@pytest.mark.parametrize("weight_kind", ["flsw", "cwsm"])
+def test_sample_temperatures_are_clamped(random_logits, weight_kind):
+  teacher, student, _ = random_logits(8)
+  settings = dict(base_temperature=2.0, beta=50.0, gamma=1.0, min_temperature=0.5)
+  got = dtd.sample_temperatures(student, teacher, weight_kind=weight_kind, **settings)
+  expected = ref.dynamic_temperatures(student, teacher, weight_kind=weight_kind, **settings)
+  clamped = expected == 0.5
+  assert clamped.any() and not clamped.all()
+  assert float(jnp.min(got)) == 0.5
+  np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("weight_kind", ["flsw", "cwsm"])
+def test_sample_temperatures_mask_excludes_padding(random_logits, weight_kind):
+  teacher, student, _ = random_logits(9)
+  padded_student = np.concatenate([student, np.full((3, 10), 40.0)])
+  padded_student[8:, 0] = -40.0
+  padded_teacher = np.concatenate([teacher, -np.ones((3, 10))])
+  mask = np.arange(8 + 3) < 8
+  got = dtd.sample_temperatures(padded_student, padded_teacher, weight_kind=weight_kind,
+                                mask=mask, **DTD_SETTINGS)
+  expected = ref.dynamic_temperatures(student, teacher, weight_kind=weight_kind, **DTD_SETTINGS)
+  np.testing.assert_allclose(got[:8], expected, **F32_TOL)
+  unmasked = dtd.sample_temperatures(padded_student, padded_teacher, weight_kind=weight_kind,
+                                     **DTD_SETTINGS)
+  assert not np.allclose(unmasked[:8], expected, **F32_TOL)
+
+
+def test_sample_temperatures_have_no_gradient(random_logits):
+  teacher, student, _ = random_logits(10)
+  grads = jax.grad(
+      lambda s, t: dtd.sample_temperatures(s, t, weight_kind="flsw", **DTD_SETTINGS).sum(),
+      argnums=(0, 1))(jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32))
+  for grad in grads:
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_sample_temperatures_use_the_global_batch_under_sharding(random_logits):
+  mesh = step_lib.create_mesh()
+  teacher, student, _ = random_logits(11, batch=2 * mesh.size)
+  sharding = NamedSharding(mesh, PartitionSpec(step_lib.DATA_AXIS))
+  compute = jax.jit(lambda s, t: dtd.sample_temperatures(s, t, weight_kind="cwsm",
+                                                         **DTD_SETTINGS))
+  sharded = compute(jax.device_put(jnp.asarray(student, jnp.float32), sharding),
+                    jax.device_put(jnp.asarray(teacher, jnp.float32), sharding))
+  expected = ref.dynamic_temperatures(student, teacher, weight_kind="cwsm", **DTD_SETTINGS)
+  np.testing.assert_allclose(sharded, expected, **F32_TOL)
+
+
+def test_unknown_weight_kind_raises(random_logits):
+  teacher, student, _ = random_logits(12)
+  with pytest.raises(ValueError, match="unknown DTD weight kind 'focal'; valid: flsw, cwsm"):
+    dtd.sample_temperatures(student, teacher, weight_kind="focal", **DTD_SETTINGS)
 
 
 @pytest.mark.slow

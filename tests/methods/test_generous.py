@@ -1,28 +1,17 @@
 """Generous Teacher: CE + λ·NCKD at temperature k·std against NumPy, and the three-stage
 pipeline on digits (given standard teacher ▶ generous teacher ▶ KD student from it)."""
 
-import importlib.util
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from jaxkd import config_validation, pipeline, train
 from tests import numpy_reference as ref
+from tests.config_files import load_config
 from tests.methods.conftest import TEACHER_MODEL, digits_run
-
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs",
-                      "generous_teacher_cifar100.py")
-
-
-def load_config():
-  spec = importlib.util.spec_from_file_location("generous_teacher_cifar100", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def softmax(logits):
@@ -66,12 +55,11 @@ def test_defaults(make_method):
 @pytest.mark.parametrize("source, classes, tckd_weight", [
     ("own", "all", 0.0), ("teacher", "all", 0.0), ("own", "non_target", 0.0),
     ("own", "all", 0.5)])
-def test_loss_equals_numpy(make_method, fixed_logits, source, classes, tckd_weight):
+def test_loss_equals_numpy(make_method, logit_loss_of, fixed_logits, source, classes,
+                           tckd_weight):
   method = make_method("generous", std_multiple=3.0, nckd_weight=2.0, std_source=source,
                        std_classes=classes, tckd_weight=tckd_weight)
-  total, metrics = method.logit_loss(jnp.asarray(fixed_logits.teacher),
-                                     jnp.asarray(fixed_logits.student),
-                                     jnp.asarray(fixed_logits.labels))
+  total, metrics = logit_loss_of(method)
   expected, temperature = gt_reference(fixed_logits.teacher, fixed_logits.student,
                                        fixed_logits.labels, 3.0, 2.0, source, classes,
                                        tckd_weight)
@@ -91,7 +79,7 @@ def test_bad_settings_are_named(make_method, settings, message):
 
 
 def test_config_is_standard_then_generous_then_student():
-  config = load_config()
+  config = load_config("generous_teacher_cifar100")
   config.dataset = "cifar10_jpeg"
   assert tuple(config.stage_order) == ("standard", "generous", "student")
   standard, generous, student = (pipeline.resolve_stage(config, name, "/w")
@@ -111,7 +99,7 @@ def test_pipeline_on_digits(digits_teacher_workdir, tmp_path, initial_and_final_
                             assert_only_student_side_moved):
   """The given teacher replaces `standard`; the generous teacher (cnn_small here) learns and
   a student distils from its export as from any teacher."""
-  config = load_config()
+  config = load_config("generous_teacher_cifar100")
   config.dataset, config.batch_size, config.eval_batch_size, config.num_epochs = (
       "digits", 64, 120, 3)
   config.teacher_checkpoint = digits_teacher_workdir

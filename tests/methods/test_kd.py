@@ -51,7 +51,7 @@ def test_gradient_is_t_times_probability_gap_and_none_reaches_the_teacher(make_m
   labels = jnp.asarray(fixed_logits.labels)
 
   def total(teacher, student):
-    return method.logit_loss(teacher, student, labels, STEP)[0]
+    return method.logit_loss(teacher, student, labels, STEP, None)[0]
 
   grad_t, grad_s = jax.grad(total, argnums=(0, 1))(jnp.asarray(fixed_logits.teacher),
                                                     jnp.asarray(fixed_logits.student))

@@ -1,10 +1,17 @@
 """LS-KD: z-scored logits (ddof = 1, ε = 1e-7) at base τ = 2, KD weight 9, CE 0.1, against
-NumPy; LS with DKD; the per-sample temperature identity; a student that learns on digits."""
+NumPy; LS with DKD; the per-sample temperature identity; the std and z-score themselves; a
+student that learns on digits."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxkd import losses
+from jaxkd.methods import lskd
 from tests import numpy_reference as ref
+
+F32_TOL = dict(rtol=2e-5, atol=2e-5)
 
 
 def zscore(logits):
@@ -59,6 +66,40 @@ def test_constant_logits_stay_finite(make_method, logit_loss_of, fixed_logits):
   total, _ = logit_loss_of(make_method("lskd"), teacher=flat, student=flat)
   ce = np.log(flat.shape[1])
   assert total == pytest.approx(0.1 * ce, rel=1e-5)
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_logit_std_and_standardize_match_reference(random_logits, ddof):
+  teacher, _, _ = random_logits(0)
+  z = jnp.asarray(teacher, jnp.float32)
+  np.testing.assert_allclose(lskd.logit_std(z, ddof=ddof), ref.logit_std(teacher, ddof),
+                             **F32_TOL)
+  np.testing.assert_allclose(lskd.standardize_logits(z, ddof=ddof),
+                             ref.standardize_logits(teacher, ddof=ddof), **F32_TOL)
+
+
+def test_standardize_constant_logits_is_finite():
+  logits = jnp.full((2, 10), 3.5)
+  np.testing.assert_array_equal(lskd.standardize_logits(logits), np.zeros((2, 10)))
+  grad = jax.grad(lambda z: jnp.sum(lskd.standardize_logits(z) ** 2))(logits)
+  assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_standardisation_is_per_sample_temperature(x64, random_logits):
+  """σ(ẑ/τ) = σ(z/(τ·(std+eps))): LS-KD equals KD with temperature τ·std."""
+  teacher, student, _ = random_logits(1)
+  tau, eps = 2.0, 1e-7
+  standardized = lskd.standardize_logits(teacher, eps=eps)
+  temperature = tau * (ref.logit_std(teacher) + eps)
+  np.testing.assert_allclose(np.stack([ref.softmax(row / tau) for row in np.asarray(standardized)]),
+                             np.stack([ref.softmax(row) for row in teacher / temperature[:, None]]),
+                             rtol=1e-13, atol=1e-15)
+  ls_kd = losses.softened_kl(lskd.standardize_logits(teacher), lskd.standardize_logits(student),
+                             tau)
+  per_sample = losses.softened_kl(
+      teacher, student, tau * (lskd.logit_std(student) + eps),
+      teacher_temperature=tau * (lskd.logit_std(teacher) + eps), t2_factor=tau**2)
+  np.testing.assert_allclose(ls_kd, per_sample, rtol=1e-12)
 
 
 @pytest.mark.slow

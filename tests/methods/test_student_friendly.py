@@ -1,6 +1,7 @@
 """Student-friendly KD (SKD): the simplifier's forward and the loss against NumPy, gradients
 reaching the simplifier but not the teacher, and a run where the simplifier moves."""
 
+import functools
 import types
 
 import jax
@@ -12,6 +13,7 @@ from jaxkd.methods import base
 from tests import numpy_reference as ref
 
 CLASSES = 10
+STEP = base.StepInfo(step=jnp.asarray(0), epoch=jnp.asarray(1))
 
 
 def simplifier(make_method, **settings):
@@ -44,10 +46,16 @@ def batch_attention_reference(u, attention, residual):
   return u + attended if residual else attended
 
 
+def simplifier_with(nets, params):
+  """The simplifier as `logit_loss` receives it: u ↦ S_ψ(u) with ψ = `params`."""
+  return functools.partial(nets.extra.apply, {"params": params})
+
+
 def loss_of(method, nets, params, fixed_logits):
-  total, metrics = method.logit_loss(nets, params, jnp.asarray(fixed_logits.teacher),
+  total, metrics = method.logit_loss(jnp.asarray(fixed_logits.teacher),
                                      jnp.asarray(fixed_logits.student),
-                                     jnp.asarray(fixed_logits.labels))
+                                     jnp.asarray(fixed_logits.labels), STEP,
+                                     simplifier_with(nets, params))
   return float(total), {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
@@ -104,8 +112,8 @@ def test_class_axis_keeps_shapes_and_trains(make_method, fixed_logits):
                         fixed_logits.teacher).shape == (12, CLASSES)
   assert not np.any(params["unembed"]["kernel"])  # Residual: starts as the identity.
   grads = jax.jit(jax.grad(lambda p: method.logit_loss(
-      nets, p, jnp.asarray(fixed_logits.teacher), jnp.asarray(fixed_logits.student),
-      jnp.asarray(fixed_logits.labels))[0]))(perturbed(params))
+      jnp.asarray(fixed_logits.teacher), jnp.asarray(fixed_logits.student),
+      jnp.asarray(fixed_logits.labels), STEP, simplifier_with(nets, p))[0]))(perturbed(params))
   assert all(np.any(g != 0) for g in jax.tree.leaves(grads))
 
 
@@ -114,7 +122,7 @@ def test_gradients_reach_the_simplifier_and_not_the_teacher(make_method, fixed_l
   labels = jnp.asarray(fixed_logits.labels)
 
   def total(extra, teacher, student):
-    return method.logit_loss(nets, extra, teacher, student, labels)[0]
+    return method.logit_loss(teacher, student, labels, STEP, simplifier_with(nets, extra))[0]
 
   g_extra, g_teacher, g_student = jax.jit(jax.grad(total, argnums=(0, 1, 2)))(
       params, jnp.asarray(fixed_logits.teacher), jnp.asarray(fixed_logits.student))
