@@ -66,6 +66,7 @@ class StepCase:
   bf16: bool = False
   dataset: str = "cifar100"
   conv_impl: str = "auto"
+  replicas: int = 1  # Seeds trained together in one step (`jaxkd.replicas`).
 
   @property
   def uses_teacher(self) -> bool:
@@ -81,7 +82,8 @@ class StepCase:
 
   def label(self) -> str:
     return (f"{self.method} {self.models_text} batch {self.batch_size} {self.precision} "
-            f"conv {self.conv_text}")
+            f"conv {self.conv_text}" + (f" × {self.replicas} replicas" if self.replicas > 1
+                                        else ""))
 
   @property
   def conv_text(self) -> str:
@@ -168,16 +170,24 @@ def synthetic_batch(info: data.DatasetInfo, batch_size: int, mesh,
 
 
 class JaxTrainStep:
-  """The real jaxkd train step of a config on a fixed synthetic batch."""
+  """The real jaxkd train step of a config on a fixed synthetic batch (one per replica,
+  stacked, for `replicas` > 1)."""
 
-  def __init__(self, config, info: data.DatasetInfo, mesh):
+  def __init__(self, config, info: data.DatasetInfo, mesh, replicas: int = 1):
     method = methods.create_method(config)
     method.validate()
     if config.batch_size % mesh.size:
       raise ValueError(f"batch {config.batch_size} is not a multiple of the {mesh.size} devices")
-    run, _ = train.build_run(config, info, info.num_train // config.batch_size, mesh)
+    seeds = tuple(range(replicas)) if replicas > 1 else None
+    run, _ = train.build_run(config, info, info.num_train // config.batch_size, mesh, seeds)
     self.train_step, self.state = run.train_step, run.state
-    self.batch = synthetic_batch(info, config.batch_size, mesh)
+    if seeds is None:
+      self.batch = synthetic_batch(info, config.batch_size, mesh)
+    else:
+      batches = [jax.device_get(synthetic_batch(info, config.batch_size, mesh, seed))
+                 for seed in seeds]
+      self.batch = jax.device_put(jax.tree.map(lambda *x: np.stack(x), *batches),
+                                  step_lib.replica_batch_sharding(mesh))
     self.metrics: dict[str, Any] = {}
 
   def run(self, steps: int) -> float:
@@ -199,7 +209,7 @@ def measure(case: StepCase, reps: common.Repetitions, teachers: TeacherExports, 
   """Compiles and times `case`, alternating rounds with the PyTorch reference if given."""
   info = data.dataset_info(case.dataset)
   teacher_checkpoint = teachers.path(case.teacher, info) if case.uses_teacher else ""
-  jax_step = JaxTrainStep(case_config(case, teacher_checkpoint), info, mesh)
+  jax_step = JaxTrainStep(case_config(case, teacher_checkpoint), info, mesh, case.replicas)
   result = StepResult(case)
   with common.CompileCounter() as first_call:
     result.first_call_seconds = jax_step.run(1)
@@ -222,10 +232,10 @@ def measure(case: StepCase, reps: common.Repetitions, teachers: TeacherExports, 
         f"{case.label()}: the train step compiled {later_calls.compilations} more time(s) after "
         f"its first call and holds {cache_size} executables (expected 0 and 1)")
   images = reps.steps_per_round * case.batch_size
-  result.jax_images_per_s = common.median_rate(images, jax_seconds)
-  if torch_seconds:
+  result.jax_images_per_s = common.median_rate(images * case.replicas, jax_seconds)
+  if torch_seconds:  # One PyTorch run, against all the replicas of the JAX step.
     result.torch_images_per_s = common.median_rate(images, torch_seconds)
-  result.final_loss = float(jax_step.metrics["loss"])
+  result.final_loss = float(np.mean(jax_step.metrics["loss"]))
   result.flops_per_image = case.training_flops_per_image()
   return result
 
@@ -288,21 +298,23 @@ def format_result(result: StepResult) -> str:
 
 def results_table(results: Sequence[StepResult], peak_flops_per_s: float | None) -> list[str]:
   """One row per case; MFU is left out (a dash) when no peak rate was measured."""
-  headers = ("method", "teacher → student", "batch", "precision", "conv", "JAX images/s",
+  headers = ("method", "teacher → student", "batch", "precision", "conv", "replicas",
+             "JAX images/s (all replicas)", "per replica",
              "compile s", "recompilations", "PyTorch images/s", "JAX / PyTorch",
              "JAX model TFLOP/s", "MFU")
   number = common.format_number
   rows = []
   for r in results:
     case = (r.case.method, r.case.models_text, str(r.case.batch_size), r.case.precision,
-            r.case.conv_text)
+            r.case.conv_text, str(r.case.replicas))
     if r.error:
-      rows.append((*case, f"failed: {r.error}", *("—",) * 6))
+      rows.append((*case, f"failed: {r.error}", *("—",) * 7))
       continue
     tflops = r.model_flops_per_s / 1e12 if r.model_flops_per_s is not None else None
     mfu = (f"{100 * r.model_flops_per_s / peak_flops_per_s:.1f}%"
            if peak_flops_per_s and r.model_flops_per_s is not None else "—")
-    rows.append((*case, number(r.jax_images_per_s), number(r.compile_seconds),
+    rows.append((*case, number(r.jax_images_per_s),
+                 number(r.jax_images_per_s / r.case.replicas), number(r.compile_seconds),
                  str(r.recompilations), number(r.torch_images_per_s), number(r.ratio, 2),
                  number(tflops, 3), mfu))
   return common.markdown_table(headers, rows)
@@ -346,6 +358,17 @@ def pairs(text: str | None, teacher: str, student: str) -> list[tuple[str, str]]
       raise ValueError(f"--pair takes 'all' or TEACHER:STUDENT items, got '{item}'")
     found.append((parts[0], parts[1]))
   return found
+
+
+def replica_counts(text: str) -> list[int]:
+  """'1,4,8' → [1, 4, 8]; each at least 1."""
+  try:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+  except ValueError:
+    counts = []
+  if not counts or min(counts) < 1:
+    raise ValueError(f"--replicas takes positive integers, e.g. 1,4,8; got '{text}'")
+  return counts
 
 
 def resolve_bf16(precision: str) -> bool:
@@ -392,6 +415,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="data set whose image shape and classes the synthetic batch has")
   parser.add_argument("--conv-impl", default="auto",
                       help="jaxkd's config.conv_impl, or a comma list (e.g. xla,auto)")
+  parser.add_argument("--replicas", default="1",
+                      help="seeds trained together in one step (config.num_replicas), or a "
+                           "comma list, e.g. 1,4,8: images/s then counts every replica's")
   parser.add_argument("--compare", choices=("none", "torch"), default="none")
   parser.add_argument("--precision", default="auto",
                       help="auto (bf16 on a GPU, float32 on the CPU), fp32, bf16, "
@@ -429,10 +455,11 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> list[StepRes
   if peak_line:
     print(peak_line, flush=True)
   cases_per_precision = [
-      [StepCase(method, teacher, student, args.batch, bf16, args.dataset, conv_impl)
+      [StepCase(method, teacher, student, args.batch, bf16, args.dataset, conv_impl, replicas)
        for teacher, student in pairs(args.pair, args.teacher, args.student)
        for method in method_names(args.method)
-       for conv_impl in conv_impls]
+       for conv_impl in conv_impls
+       for replicas in replica_counts(args.replicas)]
       for bf16 in precisions]
   total = sum(map(len, cases_per_precision))
   results, torch_lines = [], []

@@ -75,16 +75,18 @@ class CheckpointStore:
     if is_best:
       self._best.save(step, args=args, force=True)
 
-  def restore_latest(self, state_like: PyTree, model: str = "the config's model"
-                     ) -> tuple[PyTree, dict] | None:
-    """The latest good train state, restored with the shardings of `state_like`, and its
-    progress; None when no checkpoint is left.
+  def restore_latest(self, state_like: PyTree, model: str = "the config's model",
+                     max_step: int | None = None) -> tuple[PyTree, dict] | None:
+    """The latest good train state (of a step ≤ `max_step` when given), restored with the
+    shardings of `state_like`, and its progress; None when no such checkpoint is left.
 
     A checkpoint that fails to restore or holds a non-finite value is moved aside with a
-    warning and the previous one is tried. A checkpoint of another model than `model` (what
-    the config calls the one `state_like` holds) raises ValueError.
+    warning and the previous one is tried. Checkpoints (last and best) of later steps than
+    the one restored are moved aside too, since training saves those steps again. A
+    checkpoint of another model than `model` (what the config calls the one `state_like`
+    holds) raises ValueError.
     """
-    while (step := self._last.latest_step()) is not None:
+    while (step := self._latest_step(max_step)) is not None:
       self._check_model(step, state_like, model)
       try:
         restored = self._last.restore(
@@ -95,9 +97,15 @@ class CheckpointStore:
         problem, restored = "corrupt", None
         logging.warning("Checkpoint %d does not restore: %s", step, error)
       if not _agreed(problem is not None):
+        self._move_aside_after(step)
         return restored["state"], restored["progress"]
-      self._move_aside(step, problem or "corrupt")
+      self._move_aside(self._last, step, problem or "corrupt")
+    self._move_aside_after(-1)
     return None
+
+  def _latest_step(self, max_step: int | None) -> int | None:
+    steps = [s for s in self._last.all_steps() if max_step is None or s <= max_step]
+    return max(steps, default=None)
 
   def _check_model(self, step: int, state_like: PyTree, model: str) -> None:
     """Raises ValueError when checkpoint `step` holds parameters of other names or shapes."""
@@ -112,12 +120,21 @@ class CheckpointStore:
           f"({'; '.join(problems[:3])}): give this config a new --workdir, or "
           "--config.restart_stages=run (a stage's name in a pipeline) to retrain here")
 
-  def _move_aside(self, step: int, reason: str) -> None:
+  def _move_aside_after(self, step: int) -> None:
+    """Moves aside the last and best checkpoints of steps after `step`."""
+    for manager in (self._last, self._best):
+      for later in sorted(s for s in manager.all_steps() if s > step):
+        self._move_aside(manager, later, "superseded")
+
+  _REASONS = {"nonfinite": "not finite", "corrupt": "unreadable",
+              "superseded": "after the step training resumes from"}
+
+  def _move_aside(self, manager: ocp.CheckpointManager, step: int, reason: str) -> None:
     """Renames checkpoint `step` to `<step>.<reason>-<time>` and forgets it."""
-    target = move_aside(os.path.join(str(self._last.directory), str(step)), reason)
-    logging.warning("Checkpoint %d is %s: moved aside to %s; resuming from the one before it.",
-                    step, "not finite" if reason == "nonfinite" else "unreadable", target)
-    self._last.reload()
+    target = move_aside(os.path.join(str(manager.directory), str(step)), reason)
+    logging.warning("Checkpoint %d is %s: moved aside to %s.", step, self._REASONS[reason],
+                    target)
+    manager.reload()
 
   def close(self) -> None:
     self._last.wait_until_finished()

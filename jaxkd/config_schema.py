@@ -37,7 +37,7 @@ def sgd_config(learning_rate: float = 0.05, weight_decay: float = 5e-4,
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """One training run: defaults of the CIFAR-100 recipe (methods.md §10)."""
+  """One training run: defaults of the CIFAR-100 recipe (docs/methods.md §10)."""
   config = ml_collections.ConfigDict()
   config.method = "ce"
   config.dataset = "cifar100"
@@ -59,6 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_epochs = 240
   config.max_steps = 0  # > 0: stop after this many steps (smoke runs).
   config.seed = 0
+  # Several seeds trained together in one compiled step (`jaxkd.replicas`): num_replicas > 1
+  # trains seeds seed … seed + num_replicas − 1; seeds='0,3,7' names them. Each replica's
+  # results are those of the single run with its seed, in WORKDIR/seed_<s>.
+  config.num_replicas = 1
+  config.seeds = ""
   # > 0: hold out this many training images (class-balanced, chosen by validation_seed alone)
   # as the 'validation' split; "best" checkpoints are then chosen on it, never on 'test'.
   config.validation_examples = 0

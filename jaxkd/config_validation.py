@@ -6,7 +6,7 @@ Each problem is reported as one line that says what to fix.
 import jax
 import ml_collections
 
-from jaxkd import data, methods, models, optim
+from jaxkd import data, methods, models, optim, replicas
 from jaxkd.methods import base
 from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, check_ranges
 
@@ -16,6 +16,7 @@ FIELD_TYPES = {
     "student_checkpoint": str, "validation_examples": int, "validation_seed": int,
     "eval_every_steps": int,
     "batch_size": int, "eval_batch_size": int, "num_epochs": int, "max_steps": int, "seed": int,
+    "num_replicas": int, "seeds": str,
     "half_precision": bool, "conv_impl": str, "log_every_steps": int, "eval_every_epochs": int,
     "checkpoint_every_steps": int, "keep_checkpoints": int,
 }
@@ -25,7 +26,7 @@ FIELD_RANGES = {
     "validation_seed": NON_NEGATIVE, "eval_every_steps": NON_NEGATIVE,  # 0: per epoch.
     "batch_size": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
     "num_epochs": AT_LEAST_ONE, "max_steps": NON_NEGATIVE,  # 0: no limit.
-    "seed": NON_NEGATIVE, "log_every_steps": AT_LEAST_ONE,
+    "seed": NON_NEGATIVE, "num_replicas": AT_LEAST_ONE, "log_every_steps": AT_LEAST_ONE,
     "eval_every_epochs": AT_LEAST_ONE,
     "checkpoint_every_steps": NON_NEGATIVE,  # 0: after each evaluation only.
     "keep_checkpoints": AT_LEAST_ONE,
@@ -49,10 +50,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field} must be a {expected.__name__}, got {value!r} "
                        f"({type(value).__name__})")
   check_ranges("config", config, FIELD_RANGES)
+  replicas.replica_seeds(config)  # Malformed or contradictory seeds raise here.
   for section in ("optimizer", "teacher_optimizer"):
     optim.validate(config[section], f"config.{section}", config.num_epochs)
   method = methods.create_method(config)  # Unknown method or method settings raise here.
-  data.dataset_info(config.dataset)
+  data.dataset_info(config.dataset, config.data_dir)  # An image folder is checked here too.
   models.create_model(config.student_model, num_classes=2)
   teacher_models = split_names(config.teacher_model)
   for name in teacher_models:

@@ -266,7 +266,7 @@ def results_table(summary: dict) -> str:
   `test acc` is the test accuracy at the last step; `test@best` the test accuracy at the step
   that scored best on the split named under `chosen by` (validation when the run holds one out).
   """
-  runs = summary.get("stages", {"run": summary})
+  runs = summary.get("stages") or summary.get("replicas") or {"run": summary}
   lines = [f"{'stage':10s} {'method':18s} {'model':12s} {'test acc':>9s} {'test@best':>9s} "
            f"{'chosen by':>10s} {'steps':>7s} {'wall s':>7s}"]
   for name, run in runs.items():

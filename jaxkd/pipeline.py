@@ -18,7 +18,7 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from jaxkd import checkpoint, config_validation, reporting, run_record
+from jaxkd import checkpoint, config_validation, replicas, reporting, run_record
 from jaxkd.config_validation import split_names
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
@@ -100,6 +100,9 @@ def validated_stages(config: ml_collections.ConfigDict,
     stages[name] = resolve_stage(config, name, workdir)
     try:
       config_validation.validate(stages[name])
+      if replicas.is_replicated(stages[name]):
+        raise ValueError("replicas (num_replicas, seeds) train single runs: run each stage "
+                         "with its own config, or the pipeline once per seed")
     except ValueError as error:
       raise ValueError(f"stage '{name}': {error}") from None
   return stages

@@ -2,6 +2,8 @@
 
 One code path from one CPU to a pod: the batch is sharded on the mesh's `data` axis,
 every parameter is replicated, and under jit batch norm reduces over the global batch.
+A replicated run (`jaxkd.replicas`) maps the same step over a leading replica axis of the
+state and the batch, and splits the replicas over the mesh's `replica` axis.
 """
 
 from typing import Any, Callable, Mapping
@@ -12,7 +14,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxkd import losses
+from jaxkd import losses, replicas
 from jaxkd.methods import base
 from jaxkd.state import DistillState, student_trainable
 
@@ -24,14 +26,21 @@ STATE_FIELDS = ("params", "batch_stats", "student_opt_state", "teacher_opt_state
                 "method_state")
 
 
-def create_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  """A one-axis mesh (`data`) over all devices (of all processes)."""
+def create_mesh(devices: list[jax.Device] | None = None, num_replicas: int = 1) -> Mesh:
+  """A (`replica`, `data`) mesh over all devices (of all processes): the replicas of a
+  replicated run over the first axis (`replicas.mesh_shape`), each batch over the second."""
   devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  shape = replicas.mesh_shape(num_replicas, len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), (replicas.REPLICA_AXIS, DATA_AXIS))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replica_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Stacked batches (replica, example, ...): replicas over `replica`, examples over `data`."""
+  return NamedSharding(mesh, PartitionSpec(replicas.REPLICA_AXIS, DATA_AXIS))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
@@ -57,8 +66,9 @@ def make_train_step(method: base.Method, nets: base.Networks,
                     student_tx: optax.GradientTransformation,
                     teacher_tx: optax.GradientTransformation,
                     learning_rate: optax.Schedule, steps_per_epoch: int,
-                    mesh: Mesh) -> Callable[[DistillState, Mapping[str, jax.Array]],
-                                            tuple[DistillState, dict[str, jax.Array]]]:
+                    mesh: Mesh, state_axes: PyTree | None = None
+                    ) -> Callable[[DistillState, Mapping[str, jax.Array]],
+                                  tuple[DistillState, dict[str, jax.Array]]]:
   """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
 
   One `value_and_grad` over the trainable groups: `student` and `extra` always, the
@@ -68,6 +78,10 @@ def make_train_step(method: base.Method, nets: base.Networks,
   the state unchanged (step counter included), and the trainer stops at the first such
   step before it saves anything. `method.post_update` runs after the main update, inside
   the same compiled step.
+
+  With `state_axes` (`replicas.state_axes`: 0 on the replicated parts of the state, None on
+  the shared ones) the step maps over stacked replicas: states and batches with a leading
+  replica axis, metrics per replica.
   """
   trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE
 
@@ -103,22 +117,41 @@ def make_train_step(method: base.Method, nets: base.Networks,
     nonfinite = non_finite_parts(new_state, metrics)
     finite = ~jnp.any(jnp.stack(list(nonfinite.values())))
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    if not trains_teacher:  # Frozen teachers pass through as they came (shared by replicas).
+      new_state = new_state.replace(
+          params=dict(new_state.params, teachers=state.params["teachers"]),
+          batch_stats=dict(new_state.batch_stats, teachers=state.batch_stats["teachers"]))
     metrics = dict(metrics, learning_rate=learning_rate(state.step))
     metrics[NONFINITE] = nonfinite
     return new_state, metrics
 
   replicated = replicated_sharding(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, batch_sharding(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  if state_axes is None:
+    return jax.jit(train_step, in_shardings=(replicated, batch_sharding(mesh)),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+  state_shardings = replicas.shardings(mesh, state_axes)
+  return jax.jit(jax.vmap(train_step, in_axes=(state_axes, 0), out_axes=(state_axes, 0)),
+                 in_shardings=(state_shardings, replica_batch_sharding(mesh)),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def state_axes(state: DistillState, method: base.Method) -> DistillState:
+  """The replica axes of a replicated run's state: 0 everywhere but on a frozen teacher's
+  parameters and statistics, which all replicas share (None)."""
+  teachers = 0 if method.teacher_mode is base.TeacherMode.TRAINABLE else None
+  axes = jax.tree.map(lambda _: 0, state)
+  return axes.replace(params=dict(axes.params, teachers=teachers),
+                      batch_stats=dict(axes.batch_stats, teachers=teachers))
 
 
 def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],
-                   mesh: Mesh) -> Callable[[PyTree, PyTree, Mapping[str, jax.Array]],
-                                           dict[str, jax.Array]]:
+                   mesh: Mesh, state_axes: DistillState | None = None
+                   ) -> Callable[[PyTree, PyTree, Mapping[str, jax.Array]], dict[str, jax.Array]]:
   """Returns the jitted `eval_step(params, batch_stats, batch) -> sums` for masked batches.
 
   Sums (not means) of correct top-1 and top-5 predictions, cross entropy and real examples,
-  so that padded examples of the last batch count for nothing.
+  so that padded examples of the last batch count for nothing. With `state_axes` (of a
+  replicated run) it evaluates every replica on the same batch: sums per replica.
   """
 
   def eval_step(params, batch_stats, batch):
@@ -132,7 +165,13 @@ def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],
             "ce_sum": jnp.sum(ce * mask), "count": jnp.sum(mask)}
 
   replicated = replicated_sharding(mesh)
-  return jax.jit(eval_step, in_shardings=(replicated, replicated, batch_sharding(mesh)),
+  if state_axes is None:
+    return jax.jit(eval_step, in_shardings=(replicated, replicated, batch_sharding(mesh)),
+                   out_shardings=replicated)
+  variable_axes = (state_axes.params, state_axes.batch_stats)
+  return jax.jit(jax.vmap(eval_step, in_axes=(*variable_axes, None)),
+                 in_shardings=(*(replicas.shardings(mesh, a) for a in variable_axes),
+                               batch_sharding(mesh)),
                  out_shardings=replicated)
 
 
@@ -140,12 +179,19 @@ def evaluate(eval_step: Callable, params: PyTree, batch_stats: PyTree,
              batches) -> dict[str, float]:
   """Top-1 and top-5 accuracy and cross entropy over every batch of `batches` (each example
   once), and the example count."""
+  return evaluate_replicas(eval_step, params, batch_stats, batches)[0]
+
+
+def evaluate_replicas(eval_step: Callable, params: PyTree, batch_stats: PyTree,
+                      batches) -> list[dict[str, float]]:
+  """`evaluate` of each replica (one entry for a step that is not replicated)."""
   totals = None
   for batch in batches:
     sums = eval_step(params, batch_stats, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals["count"])
-  return {"accuracy": float(totals["correct"]) / count,
-          "top5_accuracy": float(totals["correct_top5"]) / count,
-          "loss": float(totals["ce_sum"]) / count, "count": count}
+  totals = {name: np.atleast_1d(np.asarray(value, np.float64))
+            for name, value in jax.device_get(totals).items()}
+  return [{"accuracy": float(totals["correct"][k] / count),
+           "top5_accuracy": float(totals["correct_top5"][k] / count),
+           "loss": float(totals["ce_sum"][k] / count), "count": float(count)}
+          for k, count in enumerate(totals["count"])]

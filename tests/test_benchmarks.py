@@ -36,9 +36,9 @@ def test_step_harness_times_ce_on_resnet8_without_recompiling(tmp_path, capsys):
   text = results_path.read_text()
   assert text.startswith(common.RESULTS_TITLE)
   assert "<!-- begin benchmarks.step.cpu -->" in text
-  assert "| ce | resnet8 | 8 | fp32 | cpu |" in text
+  assert "| ce | resnet8 | 8 | fp32 | cpu | 1 |" in text
   assert "python -m benchmarks.step --method ce --student resnet8" in text
-  assert "| ce | resnet8 | 8 | fp32 | cpu |" in capsys.readouterr().out
+  assert "| ce | resnet8 | 8 | fp32 | cpu | 1 |" in capsys.readouterr().out
   row = next(line for line in text.splitlines() if line.startswith("| ce | resnet8 |"))
   tflops, mfu = (cell.strip() for cell in row.strip("|").split("|")[-2:])
   assert float(tflops) > 0 and mfu.endswith("%") and 0 < float(mfu[:-1]) < 100
@@ -52,6 +52,19 @@ def test_distillation_step_loads_exported_random_teacher_and_compiles_once():
   assert result.recompilations == 0
   assert result.jax_images_per_s > 0
   assert result.torch_images_per_s is None  # No PyTorch reference was asked for.
+
+
+def test_replicated_step_counts_every_replica_and_compiles_once():
+  case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits",
+                                 replicas=3)
+  (result,) = step_benchmark.run_cases([case], common.Repetitions(1, 2, 1), log=lambda _: None)
+  assert result.error is None and result.recompilations == 0
+  assert "× 3 replicas" in case.label()
+  row = step_benchmark.results_table([result], None)[-1]
+  total, per_replica = (float(cell) for cell in row.strip("|").split("|")[6:8])
+  assert total == pytest.approx(3 * per_replica, rel=1e-2)
+  with pytest.raises(ValueError, match="positive integers"):
+    step_benchmark.replica_counts("1,0")
 
 
 def test_training_flops_count_student_three_times_and_a_frozen_teacher_once():

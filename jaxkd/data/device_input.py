@@ -65,11 +65,14 @@ class DeviceInput(input_lib.Input):
     self._eval_arrays = {name: self._padded_eval_arrays(*arrays, replicated)
                          for name, arrays in evaluation.items()}
     self.num_eval_batches = len(self._eval_arrays[input_lib.TEST_SPLIT][2])
-    self._shuffle_key, self._augment_key = stream_keys(seed)
+    self._reseed(seed)
     self._epoch_order = jax.jit(self._order_of_epoch, out_shardings=replicated)
     self._train_batch = jax.jit(self._make_train_batch, out_shardings=self._batch_sharding)
     self._eval_batch = jax.jit(self._make_eval_batch, out_shardings=self._batch_sharding,
                                static_argnums=3)
+
+  def _reseed(self, seed: int) -> None:
+    self._shuffle_key, self._augment_key = stream_keys(seed)
 
   def _padded_eval_arrays(self, images: np.ndarray, labels: np.ndarray,
                           replicated: NamedSharding) -> tuple[jax.Array, jax.Array, range, int]:

@@ -18,6 +18,7 @@ resolution, default 224), validation_examples and validation_seed (default 0: no
 """
 
 import abc
+import copy
 import dataclasses
 from typing import Iterator
 
@@ -67,6 +68,17 @@ class Input(abc.ABC):
 
     The last batch is padded with zero images; 'mask' (B,) bool is False on padding.
     """
+
+  def with_seed(self, seed: int) -> "Input":
+    """The same data with the train stream (order and augmentation) of `seed`: what the run
+    with that seed reads. Shares the data (and compiled functions) with this `Input`."""
+    other = copy.copy(self)
+    other._reseed(seed)  # pylint: disable=protected-access
+    return other
+
+  @abc.abstractmethod
+  def _reseed(self, seed: int) -> None:
+    """Makes this `Input`'s train stream the one of `seed`."""
 
   def _check_split(self, split: str) -> str:
     if split not in self.eval_splits:

@@ -61,7 +61,6 @@ class TfDataInput(input_lib.Input):
     self.info = info
     self._builder = builder
     self._in_memory = source.fits_in_memory
-    self._seed = seed
     self._host = jax.process_index()
     self._local_batch = batch_size // jax.process_count()
     self._local_eval_batch = eval_batch_size // jax.process_count()
@@ -94,6 +93,10 @@ class TfDataInput(input_lib.Input):
     self._num_eval_batches = {name: math.ceil(count / self._local_eval_batch)
                               for name, count in host_eval.items()}
     self.num_eval_batches = self._num_eval_batches[input_lib.TEST_SPLIT]
+    self._reseed(seed)
+
+  def _reseed(self, seed: int) -> None:
+    self._seed = seed
     self._augment_seed = derived_seed(seed, self._host, 1)
 
   def _split_size(self, name: str, eval_splits: dict[str, str], validation_examples: int) -> int:

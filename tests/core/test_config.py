@@ -1,7 +1,6 @@
 """Every config loads and validates; bad settings fail with a one-line fix."""
 
 import glob
-import importlib.util
 import os
 
 import pytest
@@ -9,18 +8,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxkd import config_schema, config_validation, pipeline, recipes
+from tests.config_files import load_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
 CONTRACT = ("dataset", "data_dir", "batch_size", "num_epochs", "max_steps", "seed",
             "teacher_checkpoint")
-
-
-def load_config(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def load_config_with_flags(path, *overrides):

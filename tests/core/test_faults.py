@@ -15,7 +15,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxkd import checkpoint, data, run_record, train
-from tests.core.test_train import REPO, digits_ce, exported_params, quickstart_config
+from tests.config_files import load_config
+from tests.core.test_train import REPO, digits_ce, exported_params
 
 
 def checkpoint_dirs(workdir):
@@ -76,7 +77,7 @@ def test_non_finite_step_stops_the_run_before_it_is_saved_and_a_fixed_rerun_resu
 
 
 def small_quickstart(max_steps):
-  config = quickstart_config()
+  config = load_config("quickstart")
   config.num_epochs, config.max_steps = 1, max_steps
   return config
 

@@ -1,6 +1,5 @@
 """The trainer end to end on the real digits data: it learns, resumes exactly, and stops on NaN."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxkd import recipes, train
+from tests.config_files import load_config
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
-
-
-def quickstart_config():
-  path = os.path.join(REPO, "configs", "quickstart.py")
-  spec = importlib.util.spec_from_file_location("quickstart", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def exported_params(workdir):
@@ -30,7 +22,7 @@ def exported_params(workdir):
 
 @pytest.mark.slow
 def test_quickstart_teacher_learns_student_distills_and_rerun_skips(tmp_path):
-  summary = train.train_and_evaluate(quickstart_config(), str(tmp_path))
+  summary = train.train_and_evaluate(load_config("quickstart"), str(tmp_path))
   teacher, student = summary["stages"]["teacher"], summary["stages"]["student"]
   assert teacher["final_test_accuracy"] >= 0.90
   assert student["final_test_accuracy"] >= 0.80
@@ -41,7 +33,7 @@ def test_quickstart_teacher_learns_student_distills_and_rerun_skips(tmp_path):
               "images_per_s", "method", "dataset"):
     assert key in on_disk
   assert on_disk["method"] == "kd" and on_disk["dataset"] == "digits"
-  rerun = train.train_and_evaluate(quickstart_config(), str(tmp_path))
+  rerun = train.train_and_evaluate(load_config("quickstart"), str(tmp_path))
   assert rerun["stages"]["student"]["wall_time_s"] == student["wall_time_s"]  # Skipped, not rerun.
 
 

@@ -1,21 +1,10 @@
 """The trainer on mocked CIFAR-100 and ImageNet (tfds.testing.mock_data): the real configs run."""
 
-import importlib.util
-import os
-
 import pytest
 
 from jaxkd import train
+from tests.config_files import load_config
 from tests.mocked_tfds import NUM_EXAMPLES, mocked_dir  # pylint: disable=unused-import
-
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
-
-
-def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def small_pipeline(name, data_dir, model, **shared):

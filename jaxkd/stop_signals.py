@@ -1,0 +1,54 @@
+"""SIGTERM and SIGINT during training, acted on at a step boundary that every process agrees on."""
+
+import signal
+import threading
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+
+class StopSignals:
+  """SIGTERM and SIGINT during training: noted by a handler, acted on at a step boundary.
+
+  Several processes agree on that step: JAX's preemption service hears SIGTERM and picks a
+  step itself (checked every step, locally); a SIGINT is shared at the boundaries where
+  the trainer syncs anyway (log, evaluation, checkpoint). The handlers in place before are
+  restored on exit; a second signal meets the previous handler (e.g. KeyboardInterrupt).
+  """
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  @staticmethod
+  def _preemption_service() -> bool:
+    return jax.process_count() > 1 and jax.config.jax_enable_preemption_service
+
+  def __enter__(self) -> "StopSignals":
+    if threading.current_thread() is not threading.main_thread():
+      return self  # Handlers can only be set from the main thread.
+    signals = (signal.SIGINT,) if self._preemption_service() else (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+      if signal.getsignal(signum) is not None:  # None: a handler not set from Python.
+        self._previous[signum] = signal.signal(signum, self._note)
+    return self
+
+  def _note(self, signum, _) -> None:
+    self.received = signal.Signals(signum).name
+    signal.signal(signum, self._previous[signum])
+
+  def __exit__(self, *_) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def stop_after(self, done: int, at_boundary: bool) -> bool:
+    """Whether every process stops after step `done` (called by all, at every step)."""
+    if jax.process_count() == 1:
+      return self.received is not None
+    if self._preemption_service() and multihost_utils.reached_preemption_sync_point(done):
+      self.received = self.received or "SIGTERM"
+      return True
+    if not at_boundary:
+      return False
+    return bool(multihost_utils.process_allgather(np.int32(self.received is not None)).any())
