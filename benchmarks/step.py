@@ -67,6 +67,7 @@ class StepCase:
   dataset: str = "cifar100"
   conv_impl: str = "auto"
   replicas: int = 1  # Seeds trained together in one step (`jaxkd.replicas`).
+  steps_per_call: int = 1  # Train steps per dispatch (a `lax.scan` over the step when > 1).
 
   @property
   def uses_teacher(self) -> bool:
@@ -83,7 +84,8 @@ class StepCase:
   def label(self) -> str:
     return (f"{self.method} {self.models_text} batch {self.batch_size} {self.precision} "
             f"conv {self.conv_text}" + (f" × {self.replicas} replicas" if self.replicas > 1
-                                        else ""))
+                                        else "")
+            + (f", {self.steps_per_call} steps per call" if self.steps_per_call > 1 else ""))
 
   @property
   def conv_text(self) -> str:
@@ -171,9 +173,11 @@ def synthetic_batch(info: data.DatasetInfo, batch_size: int, mesh,
 
 class JaxTrainStep:
   """The real jaxkd train step of a config on a fixed synthetic batch (one per replica,
-  stacked, for `replicas` > 1)."""
+  stacked, for `replicas` > 1); with `steps_per_call` > 1, that many steps per call, as one
+  compiled `lax.scan` over the step on the device-resident batch (no dispatch between them)."""
 
-  def __init__(self, config, info: data.DatasetInfo, mesh, replicas: int = 1):
+  def __init__(self, config, info: data.DatasetInfo, mesh, replicas: int = 1,
+               steps_per_call: int = 1):
     method = methods.create_method(config)
     method.validate()
     if config.batch_size % mesh.size:
@@ -181,6 +185,11 @@ class JaxTrainStep:
     seeds = tuple(range(replicas)) if replicas > 1 else None
     run, _ = train.build_run(config, info, info.num_train // config.batch_size, mesh, seeds)
     self.train_step, self.state = run.train_step, run.state
+    if steps_per_call > 1:
+      self.train_step = jax.jit(
+          lambda state, batch: jax.lax.scan(lambda s, _: run.train_step(s, batch), state,
+                                            length=steps_per_call),
+          donate_argnums=0)
     if seeds is None:
       self.batch = synthetic_batch(info, config.batch_size, mesh)
     else:
@@ -209,7 +218,8 @@ def measure(case: StepCase, reps: common.Repetitions, teachers: TeacherExports, 
   """Compiles and times `case`, alternating rounds with the PyTorch reference if given."""
   info = data.dataset_info(case.dataset)
   teacher_checkpoint = teachers.path(case.teacher, info) if case.uses_teacher else ""
-  jax_step = JaxTrainStep(case_config(case, teacher_checkpoint), info, mesh, case.replicas)
+  jax_step = JaxTrainStep(case_config(case, teacher_checkpoint), info, mesh, case.replicas,
+                          case.steps_per_call)
   result = StepResult(case)
   with common.CompileCounter() as first_call:
     result.first_call_seconds = jax_step.run(1)
@@ -231,8 +241,9 @@ def measure(case: StepCase, reps: common.Repetitions, teachers: TeacherExports, 
     raise RecompilationError(
         f"{case.label()}: the train step compiled {later_calls.compilations} more time(s) after "
         f"its first call and holds {cache_size} executables (expected 0 and 1)")
-  images = reps.steps_per_round * case.batch_size
-  result.jax_images_per_s = common.median_rate(images * case.replicas, jax_seconds)
+  images = reps.steps_per_round * case.batch_size  # A "step" of `reps` is one call.
+  result.jax_images_per_s = common.median_rate(
+      images * case.replicas * case.steps_per_call, jax_seconds)
   if torch_seconds:  # One PyTorch run, against all the replicas of the JAX step.
     result.torch_images_per_s = common.median_rate(images, torch_seconds)
   result.final_loss = float(np.mean(jax_step.metrics["loss"]))
@@ -299,6 +310,7 @@ def format_result(result: StepResult) -> str:
 def results_table(results: Sequence[StepResult], peak_flops_per_s: float | None) -> list[str]:
   """One row per case; MFU is left out (a dash) when no peak rate was measured."""
   headers = ("method", "teacher → student", "batch", "precision", "conv", "replicas",
+             "steps per call",
              "JAX images/s (all replicas)", "per replica",
              "compile s", "recompilations", "PyTorch images/s", "JAX / PyTorch",
              "JAX model TFLOP/s", "MFU")
@@ -306,7 +318,7 @@ def results_table(results: Sequence[StepResult], peak_flops_per_s: float | None)
   rows = []
   for r in results:
     case = (r.case.method, r.case.models_text, str(r.case.batch_size), r.case.precision,
-            r.case.conv_text, str(r.case.replicas))
+            r.case.conv_text, str(r.case.replicas), str(r.case.steps_per_call))
     if r.error:
       rows.append((*case, f"failed: {r.error}", *("—",) * 7))
       continue
@@ -360,14 +372,14 @@ def pairs(text: str | None, teacher: str, student: str) -> list[tuple[str, str]]
   return found
 
 
-def replica_counts(text: str) -> list[int]:
+def positive_counts(text: str, flag: str) -> list[int]:
   """'1,4,8' → [1, 4, 8]; each at least 1."""
   try:
     counts = [int(part) for part in text.split(",") if part.strip()]
   except ValueError:
     counts = []
   if not counts or min(counts) < 1:
-    raise ValueError(f"--replicas takes positive integers, e.g. 1,4,8; got '{text}'")
+    raise ValueError(f"{flag} takes positive integers, e.g. 1,4,8; got '{text}'")
   return counts
 
 
@@ -418,6 +430,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--replicas", default="1",
                       help="seeds trained together in one step (config.num_replicas), or a "
                            "comma list, e.g. 1,4,8: images/s then counts every replica's")
+  parser.add_argument("--steps-per-call", default="1",
+                      help="train steps per dispatch (a lax.scan over the step), or a comma "
+                           "list, e.g. 1,8")
   parser.add_argument("--compare", choices=("none", "torch"), default="none")
   parser.add_argument("--precision", default="auto",
                       help="auto (bf16 on a GPU, float32 on the CPU), fp32, bf16, "
@@ -455,11 +470,13 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> list[StepRes
   if peak_line:
     print(peak_line, flush=True)
   cases_per_precision = [
-      [StepCase(method, teacher, student, args.batch, bf16, args.dataset, conv_impl, replicas)
+      [StepCase(method, teacher, student, args.batch, bf16, args.dataset, conv_impl, count,
+                steps)
        for teacher, student in pairs(args.pair, args.teacher, args.student)
        for method in method_names(args.method)
        for conv_impl in conv_impls
-       for replicas in replica_counts(args.replicas)]
+       for count in positive_counts(args.replicas, "--replicas")
+       for steps in positive_counts(args.steps_per_call, "--steps-per-call")]
       for bf16 in precisions]
   total = sum(map(len, cases_per_precision))
   results, torch_lines = [], []

@@ -23,6 +23,7 @@ import time
 
 from benchmarks import (common, study_configs, study_estimate, study_plots, study_report,
                         study_results, study_runs, study_sources, study_suite)
+from jaxkd import train
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -35,6 +36,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
   parser.add_argument("--methods", help="comma-separated method labels (default: all)")
   parser.add_argument("--shard", default="0/1", help="i/n: train every n-th run from the i-th")
+  parser.add_argument("--replicas", type=int, default=1,
+                      help="train up to this many seeds of a method together, as replicas of "
+                           "one run in one compiled step (config.seeds); pipelines run alone")
   parser.add_argument("--max_steps", type=int, help="stop every run after this many steps")
   parser.add_argument("--write-results", action="store_true",
                       help="write the suite's section of STUDY.md and its plots")
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace, command: str) -> None:
     for reference in study_sources.references(suite, workdir, settings):
       print(f"{reference.name}: test accuracy {100 * reference.accuracy:.2f}% "
             f"({reference.count} images, through jaxkd)", flush=True)
-    study_runs.train_runs(runs, config_of, estimates)
+    study_runs.train_runs(runs, config_of, estimates, replicas=args.replicas)
     print(f"Shard done in {study_runs.format_duration(time.time() - started)}.", flush=True)
   if args.write_results:
     print("\n".join(write_results(suite, workdir, settings, command, args.results_path)))
@@ -122,7 +126,7 @@ def main(argv: list[str]) -> int:
   args = parse_args(argv)
   try:
     run(args, common.command_line("benchmarks.study", argv))
-  except (ValueError, FileNotFoundError) as error:
+  except (ValueError, FileNotFoundError, FloatingPointError, train.TrainingInterrupted) as error:
     sys.exit(f"benchmarks.study: {error}")
   return 0
 

@@ -127,24 +127,62 @@ def _accuracy(value: float | None) -> str:
   return "—" if value is None else f"{100 * value:.2f}%"
 
 
+def replica_groups(runs: Sequence[StudyRun],
+                   config_of: Callable[[StudyRun], ml_collections.ConfigDict],
+                   size: int) -> list[list[StudyRun]]:
+  """`runs` in groups that train together as replicas (`jaxkd.replicas`): up to `size` seeds of
+  one label whose config is a single run; a pipeline's runs (and everything when `size` ≤ 1)
+  one by one. The first run of each group keeps its place in the order."""
+  groups, open_groups = [], {}
+  for run in runs:
+    group = open_groups.get(run.label)
+    if size > 1 and not config_schema.is_pipeline(config_of(run)):
+      if group is None or len(group) == size:
+        group = open_groups[run.label] = []
+        groups.append(group)
+      group.append(run)
+    else:
+      groups.append([run])
+  return groups
+
+
+def _train_group(group: list[StudyRun],
+                 config_of: Callable[[StudyRun], ml_collections.ConfigDict]) -> list[Summary]:
+  """Trains a group's runs, as replicas of one run when there are several; their summaries."""
+  if len(group) == 1:
+    os.makedirs(group[0].workdir, exist_ok=True)
+    return [train.train_and_evaluate(config_of(group[0]), group[0].workdir)]
+  config = config_of(group[0])
+  config.seeds = ",".join(str(run.seed) for run in group)
+  label_dir = os.path.dirname(group[0].workdir)  # The replicas write to its seed_<s> dirs.
+  summary = train.train_and_evaluate(config, label_dir)
+  return [summary["replicas"][os.path.relpath(run.workdir, label_dir)] for run in group]
+
+
 def train_runs(runs: Sequence[StudyRun],
                config_of: Callable[[StudyRun], ml_collections.ConfigDict],
                estimates: Mapping[str, float] | None = None,
-               log: Callable[[str], None] = print) -> list[StudyRun]:
-  """Trains the runs not yet done, one `train_and_evaluate` each, printing a line (with the
-  suite's ETA) as each finishes; returns the runs it trained."""
+               log: Callable[[str], None] = print, replicas: int = 1) -> list[StudyRun]:
+  """Trains the runs not yet done, one `train_and_evaluate` each (or up to `replicas` seeds of
+  a label in one, `replica_groups`), printing a line (with the suite's ETA) as each finishes;
+  returns the runs it trained."""
   pending = [run for run in runs if not run_is_done(run, config_of(run))]
   log(f"{len(runs) - len(pending)} of {len(runs)} run(s) already done; {len(pending)} to train.")
   eta = SuiteEta(estimates)
-  for number, run in enumerate(pending, 1):
+  groups = replica_groups(pending, config_of, replicas)
+  ordered = [run for group in groups for run in group]
+  number = 0
+  for group in groups:
     started = time.time()
-    os.makedirs(run.workdir, exist_ok=True)
-    summary = train.train_and_evaluate(config_of(run), run.workdir)
+    summaries = _train_group(group, config_of)
     elapsed = time.time() - started
-    eta.record(run.label, elapsed)
-    left = eta.remaining(r.label for r in pending[number:])
-    log(f"[{number}/{len(pending)}] {run.label} seed {run.seed}: final test "
-        f"{_accuracy(summary['final_test_accuracy'])}, test at best "
-        f"{summary['best_selected_by']} {_accuracy(summary['test_accuracy_at_best'])}; "
-        f"{format_duration(elapsed)}; suite ETA {format_duration(left)}")
+    together = f" (with {len(group) - 1} other seed(s) as replicas)" if len(group) > 1 else ""
+    for run, summary in zip(group, summaries):
+      number += 1
+      eta.record(run.label, elapsed / len(group))
+      left = eta.remaining(r.label for r in ordered[number:])
+      log(f"[{number}/{len(pending)}] {run.label} seed {run.seed}: final test "
+          f"{_accuracy(summary['final_test_accuracy'])}, test at best "
+          f"{summary['best_selected_by']} {_accuracy(summary['test_accuracy_at_best'])}; "
+          f"{format_duration(elapsed)}{together}; suite ETA {format_duration(left)}")
   return pending

@@ -121,6 +121,12 @@ def pipeline_config(stages: dict[str, ml_collections.ConfigDict],
   return config
 
 
+def split_names(value: str) -> tuple[str, ...]:
+  """'a, b' → ('a', 'b'): the comma-separated lists of a config (teacher models and
+  checkpoints, stages to restart, seeds)."""
+  return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def is_pipeline(config: ml_collections.ConfigDict) -> bool:
   return "stage_order" in config
 

@@ -6,20 +6,13 @@ Each problem is reported as one line that says what to fix.
 import jax
 import ml_collections
 
-from jaxkd import data, methods, models, optim, replicas
+from jaxkd import config_schema, data, methods, models, optim, replicas
 from jaxkd.methods import base
-from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, check_ranges
+from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, check_choice, check_ranges
 
-FIELD_TYPES = {
-    "method": str, "dataset": str, "data_dir": str, "input_path": str, "image_size": int,
-    "student_model": str, "teacher_model": str, "teacher_checkpoint": str,
-    "student_checkpoint": str, "validation_examples": int, "validation_seed": int,
-    "eval_every_steps": int,
-    "batch_size": int, "eval_batch_size": int, "num_epochs": int, "max_steps": int, "seed": int,
-    "num_replicas": int, "seeds": str,
-    "half_precision": bool, "conv_impl": str, "log_every_steps": int, "eval_every_epochs": int,
-    "checkpoint_every_steps": int, "keep_checkpoints": int,
-}
+# The type of every plain field of a run (the sections, such as `optimizer`, check their own).
+FIELD_TYPES = {name: type(value) for name, value in config_schema.base_config().items()
+               if not isinstance(value, ml_collections.ConfigDict)}
 # The valid range of every numeric field of FIELD_TYPES.
 FIELD_RANGES = {
     "image_size": AT_LEAST_ONE, "validation_examples": NON_NEGATIVE,  # 0: none.
@@ -31,12 +24,6 @@ FIELD_RANGES = {
     "checkpoint_every_steps": NON_NEGATIVE,  # 0: after each evaluation only.
     "keep_checkpoints": AT_LEAST_ONE,
 }
-INPUT_PATHS = ("auto", "device", "tfdata")
-
-
-def split_names(value: str) -> tuple[str, ...]:
-  """'a, b' → ('a', 'b'): teacher models and checkpoints are comma-separated lists."""
-  return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -56,22 +43,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   method = methods.create_method(config)  # Unknown method or method settings raise here.
   data.dataset_info(config.dataset, config.data_dir)  # An image folder is checked here too.
   models.create_model(config.student_model, num_classes=2)
-  teacher_models = split_names(config.teacher_model)
+  teacher_models = config_schema.split_names(config.teacher_model)
   for name in teacher_models:
     models.create_model(name, num_classes=2)
   method.validate()
   if method.teacher_mode is not methods.base.TeacherMode.NONE:
-    checkpoints = split_names(config.teacher_checkpoint)
+    checkpoints = config_schema.split_names(config.teacher_checkpoint)
     if len(checkpoints) != len(teacher_models):
       raise ValueError(f"{len(teacher_models)} teacher model(s) but {len(checkpoints)} teacher "
                        "checkpoint(s): give one --config.teacher_checkpoint per teacher, "
                        "comma-separated")
-  if config.input_path not in INPUT_PATHS:
-    raise ValueError(f"unknown input_path '{config.input_path}'; valid: {', '.join(INPUT_PATHS)}")
+  check_choice("config.input_path", config.input_path, data.INPUT_PATHS)
   for field in ("batch_size", "eval_batch_size"):
-    if config[field] % jax.device_count():
-      raise ValueError(f"config.{field}={config[field]} must be a positive multiple of the "
-                       f"{jax.device_count()} devices")
+    data.check_batch_size(f"config.{field}", config[field], jax.device_count())
   trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE
   for section in ("optimizer", "teacher_optimizer")[:1 + trains_teacher]:
     optim.warn_late_decay(config[section], f"config.{section}", config.num_epochs)

@@ -11,7 +11,7 @@ from absl import logging
 import ml_collections
 import optax
 
-from jaxkd.ranges import NON_NEGATIVE, POSITIVE, Range, check_ranges
+from jaxkd.ranges import NON_NEGATIVE, POSITIVE, Range, check_choice, check_ranges
 
 SCHEDULES = ("step", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw")
@@ -32,11 +32,8 @@ def validate(opt: ml_collections.ConfigDict, section: str, num_epochs: int) -> N
   if missing:
     raise ValueError(f"{section} has no field(s) {', '.join(missing)}: start it from "
                      "jaxkd.config_schema.sgd_config()")
-  if opt.name not in OPTIMIZERS:
-    raise ValueError(f"{section}.name='{opt.name}' is unknown; valid: {', '.join(OPTIMIZERS)}")
-  if opt.schedule not in SCHEDULES:
-    raise ValueError(f"{section}.schedule='{opt.schedule}' is unknown; valid: "
-                     f"{', '.join(SCHEDULES)}")
+  check_choice(f"{section}.name", opt.name, OPTIMIZERS)
+  check_choice(f"{section}.schedule", opt.schedule, SCHEDULES)
   check_ranges(section, opt, optimizer_ranges(num_epochs))
 
 
@@ -57,8 +54,7 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
   (PyTorch's MultiStepLR stepped once per epoch: epochs 151.. of a 240-epoch CIFAR run
   use 0.1·lr for decay_epochs = (150, 180, 210)).
   """
-  if opt.schedule not in SCHEDULES:
-    raise ValueError(f"unknown schedule '{opt.schedule}'; valid: {', '.join(SCHEDULES)}")
+  check_choice("optimizer.schedule", opt.schedule, SCHEDULES)
   total_steps = max(num_epochs * steps_per_epoch, 1)
   warmup_steps = int(opt.warmup_epochs * steps_per_epoch)
   if opt.schedule == "step":
@@ -83,4 +79,4 @@ def create_optimizer(opt: ml_collections.ConfigDict, steps_per_epoch: int,
                        optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov))
   if opt.name == "adamw":
     return optax.adamw(schedule, weight_decay=opt.weight_decay)
-  raise ValueError(f"unknown optimizer '{opt.name}'; valid: sgd, adamw")
+  raise ValueError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}, got '{opt.name}'")

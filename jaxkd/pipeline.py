@@ -19,7 +19,7 @@ import ml_collections
 from absl import logging
 
 from jaxkd import checkpoint, config_validation, replicas, reporting, run_record
-from jaxkd.config_validation import split_names
+from jaxkd.config_schema import split_names
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 

@@ -5,7 +5,7 @@ Each config section (a method's, an optimizer's, the run's own fields) declares 
 """
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,13 @@ POSITIVE = Range(0, low_open=True)  # Temperatures, multiples.
 NON_NEGATIVE = Range(0)  # Loss weights.
 AT_LEAST_ONE = Range(1, integer=True)  # Counts.
 PROBABILITY = Range(0, 1)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+  """Raises ValueError naming `name`, its value and the valid choices when `value` is none of
+  `choices` (for settings that take one of a few names)."""
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def check_ranges(section: str, values: Mapping[str, Any], ranges: Mapping[str, Range]) -> None:

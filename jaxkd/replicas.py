@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxkd import config_schema
+
 PyTree = Any
 REPLICA_AXIS = "replica"
 
@@ -29,7 +31,7 @@ REPLICA_AXIS = "replica"
 def parse_seeds(text: str) -> tuple[int, ...]:
   """'0,1,2' → (0, 1, 2); raises ValueError saying what is wrong."""
   try:
-    seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    seeds = tuple(int(part) for part in config_schema.split_names(text))
   except ValueError:
     raise ValueError(f"config.seeds='{text}' must be comma-separated integers, e.g. 0,1,2"
                      ) from None

@@ -5,7 +5,7 @@ step updates it and one orbax checkpoint saves it:
 - `params` / `batch_stats`: `{'student': ..., 'teachers': (...), 'extra': ...}`;
 - `student_opt_state`: the student optimizer's state over `{'student', 'extra'}`;
 - `teacher_opt_state`: the teacher optimizer's state over `teachers`
-  (`optax.set_to_zero()` for a frozen teacher: it holds nothing);
+  (`Method.init_optimizer_states`; empty for a teacher the method does not train);
 - `method_state`: whatever the method keeps across steps (`Method.init_state`);
 - `step` and `rng` (raw key data, so that checkpoints hold plain arrays).
 """

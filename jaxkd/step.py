@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxkd import losses, replicas
 from jaxkd.methods import base
-from jaxkd.state import DistillState, student_trainable
+from jaxkd.state import DistillState
 
 PyTree = Any
 DATA_AXIS = "data"
@@ -62,65 +62,55 @@ def non_finite_parts(state: DistillState, metrics: Mapping[str, jax.Array]) -> d
   return flags
 
 
-def make_train_step(method: base.Method, nets: base.Networks,
-                    student_tx: optax.GradientTransformation,
-                    teacher_tx: optax.GradientTransformation,
+def _untrained(groups: Mapping[str, PyTree], trainable: Mapping[str, PyTree]) -> dict:
+  """The groups of a params-shaped tree (params, batch_stats) that are not in `trainable`."""
+  return {group: value for group, value in groups.items() if group not in trainable}
+
+
+def make_train_step(method: base.Method, nets: base.Networks, optimizers: base.Optimizers,
                     learning_rate: optax.Schedule, steps_per_epoch: int,
                     mesh: Mesh, state_axes: PyTree | None = None
                     ) -> Callable[[DistillState, Mapping[str, jax.Array]],
                                   tuple[DistillState, dict[str, jax.Array]]]:
   """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
 
-  One `value_and_grad` over the trainable groups: `student` and `extra` always, the
-  teachers only when the method trains them (a frozen teacher's parameters are passed
-  through untouched, so they stay bit-identical). `metrics[NONFINITE]` says which loss
-  terms and which parts of the new state are not finite; a step with any of them leaves
-  the state unchanged (step counter included), and the trainer stops at the first such
-  step before it saves anything. `method.post_update` runs after the main update, inside
-  the same compiled step.
+  One `value_and_grad` over the groups the method trains (`method.trainable`), applied by
+  `method.apply_gradients` with the run's `optimizers`; `method.post_update` runs after
+  this main update, inside the same compiled step. The groups the method does not train (a
+  frozen teacher) leave the step exactly as they entered it. `metrics[NONFINITE]` says
+  which loss terms and which parts of the new state are not finite; a step with any of them
+  leaves the state unchanged (step counter included), and the trainer stops at the first
+  such step before it saves anything.
 
   With `state_axes` (`replicas.state_axes`: 0 on the replicated parts of the state, None on
   the shared ones) the step maps over stacked replicas: states and batches with a leading
   replica axis, metrics per replica.
   """
-  trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE
 
   def train_step(state: DistillState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(state.key(), state.step)
     step_info = base.StepInfo(step=state.step, epoch=state.step // steps_per_epoch + 1,
                               steps_per_epoch=steps_per_epoch, method_state=state.method_state)
-    trainable = student_trainable(state.params)
-    if trains_teacher:
-      trainable["teachers"] = state.params["teachers"]
+    trainable = method.trainable(state.params)
 
     def loss_fn(trainable_params):
       params = dict(state.params, **trainable_params)
       return method.loss(nets, params, state.batch_stats, batch, rng, step_info)
 
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-    updates, student_opt_state = student_tx.update(
-        student_trainable(grads), state.student_opt_state, student_trainable(state.params))
-    params = dict(state.params, **optax.apply_updates(student_trainable(state.params), updates))
-    teacher_opt_state = state.teacher_opt_state
-    if trains_teacher:
-      teacher_updates, teacher_opt_state = teacher_tx.update(
-          grads["teachers"], state.teacher_opt_state, state.params["teachers"])
-      params["teachers"] = optax.apply_updates(state.params["teachers"], teacher_updates)
-    else:
-      batch_stats = dict(batch_stats, teachers=state.batch_stats["teachers"])
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              student_opt_state=student_opt_state,
-                              teacher_opt_state=teacher_opt_state)
-    new_state, post_metrics = method.post_update(nets, new_state, batch, rng, step_info)
+    new_state = method.apply_gradients(state, grads, batch_stats, optimizers)
+    new_state = new_state.replace(step=state.step + 1)
+    new_state, post_metrics = method.post_update(nets, new_state, batch, rng, step_info,
+                                                 optimizers)
     metrics = dict(metrics, **post_metrics)
     metrics["loss"] = loss
     nonfinite = non_finite_parts(new_state, metrics)
     finite = ~jnp.any(jnp.stack(list(nonfinite.values())))
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    if not trains_teacher:  # Frozen teachers pass through as they came (shared by replicas).
-      new_state = new_state.replace(
-          params=dict(new_state.params, teachers=state.params["teachers"]),
-          batch_stats=dict(new_state.batch_stats, teachers=state.batch_stats["teachers"]))
+    # Untrained groups (frozen teachers) pass through as they came (shared by replicas).
+    new_state = new_state.replace(
+        params=dict(new_state.params, **_untrained(state.params, trainable)),
+        batch_stats=dict(new_state.batch_stats, **_untrained(state.batch_stats, trainable)))
     metrics = dict(metrics, learning_rate=learning_rate(state.step))
     metrics[NONFINITE] = nonfinite
     return new_state, metrics
@@ -136,12 +126,13 @@ def make_train_step(method: base.Method, nets: base.Networks,
 
 
 def state_axes(state: DistillState, method: base.Method) -> DistillState:
-  """The replica axes of a replicated run's state: 0 everywhere but on a frozen teacher's
-  parameters and statistics, which all replicas share (None)."""
-  teachers = 0 if method.teacher_mode is base.TeacherMode.TRAINABLE else None
+  """The replica axes of a replicated run's state: 0 everywhere but on the groups the
+  method does not train (a frozen teacher's parameters and statistics), which all
+  replicas share (None)."""
+  shared = {group: None for group in _untrained(state.params, method.trainable(state.params))}
   axes = jax.tree.map(lambda _: 0, state)
-  return axes.replace(params=dict(axes.params, teachers=teachers),
-                      batch_stats=dict(axes.batch_stats, teachers=teachers))
+  return axes.replace(params=dict(axes.params, **shared),
+                      batch_stats=dict(axes.batch_stats, **shared))
 
 
 def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],

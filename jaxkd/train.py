@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
 from jaxkd import (checkpoint, config_schema, config_validation, curves, data, methods,
@@ -28,7 +27,7 @@ from jaxkd import step as step_lib
 from jaxkd.step_tracker import StepTracker
 from jaxkd.stop_signals import StopSignals
 from jaxkd.methods import base
-from jaxkd.state import DistillState, student_trainable
+from jaxkd.state import DistillState
 
 PyTree = Any
 
@@ -123,8 +122,8 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
   teachers, teacher_params, teacher_stats, descriptions = (), (), (), ()
   if method.teacher_mode is not base.TeacherMode.NONE:
     loaded = [model_loading.load_model(make(name), name, path, info, mesh, keys[0][0])
-              for name, path in zip(config_validation.split_names(config.teacher_model),
-                                    config_validation.split_names(config.teacher_checkpoint))]
+              for name, path in zip(config_schema.split_names(config.teacher_model),
+                                    config_schema.split_names(config.teacher_checkpoint))]
     teachers, teacher_params, teacher_stats, descriptions = map(tuple, zip(*loaded))
   shapes = base.ShapeInfo(
       student=_output_shapes(student, *students[0], info.image_shape),
@@ -132,20 +131,20 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
                      for t, p, s in zip(teachers, teacher_params, teacher_stats)))
 
   num_epochs = config.num_epochs
-  student_tx = optim.create_optimizer(config.optimizer, steps_per_epoch, num_epochs)
-  teacher_tx = (optim.create_optimizer(config.teacher_optimizer, steps_per_epoch, num_epochs)
-                if method.teacher_mode is base.TeacherMode.TRAINABLE else optax.set_to_zero())
+  optimizers = base.Optimizers(
+      student=optim.create_optimizer(config.optimizer, steps_per_epoch, num_epochs),
+      teacher=optim.create_optimizer(config.teacher_optimizer, steps_per_epoch, num_epochs))
   states = []
   for (_, extra_key, state_key), (student_params, student_stats) in zip(keys, students):
     extra, extra_params, extra_stats = method.init_extra(
         extra_key, base.Networks(student=student, teachers=teachers), shapes)
     params = {"student": student_params, "teachers": teacher_params, "extra": extra_params}
     batch_stats = {"student": student_stats, "teachers": teacher_stats, "extra": extra_stats}
+    student_opt_state, teacher_opt_state = method.init_optimizer_states(params, optimizers)
     states.append(DistillState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-        student_opt_state=student_tx.init(student_trainable(params)),
-        teacher_opt_state=teacher_tx.init(params["teachers"]),
-        method_state=method.init_state(params, batch_stats),
+        student_opt_state=student_opt_state, teacher_opt_state=teacher_opt_state,
+        method_state=method.init_state(params, batch_stats, optimizers),
         rng=jax.random.key_data(state_key)))
   nets = base.Networks(student=student, teachers=teachers, extra=extra)
   state_axes = step_lib.state_axes(states[0], method) if replicated else None
@@ -153,7 +152,7 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
            if replicated else jax.device_put(states[0], step_lib.replicated_sharding(mesh)))
 
   learning_rate = optim.learning_rate_schedule(config.optimizer, steps_per_epoch, num_epochs)
-  train_step = step_lib.make_train_step(method, nets, student_tx, teacher_tx, learning_rate,
+  train_step = step_lib.make_train_step(method, nets, optimizers, learning_rate,
                                         steps_per_epoch, mesh, state_axes)
   student_eval = step_lib.make_eval_step(
       lambda p, s, x: method.predict(nets, p, s, x), mesh, state_axes)
@@ -186,7 +185,7 @@ def _stop_step(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple
 def current_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The record (`run_record.make_record`) of a run of `config` from the exports it names now."""
   method = methods.create_method(config)
-  teachers = (config_validation.split_names(config.teacher_checkpoint)
+  teachers = (config_schema.split_names(config.teacher_checkpoint)
               if method.teacher_mode is not base.TeacherMode.NONE else ())
   inputs = run_record.input_fingerprints(teachers, method.student_checkpoint())
   return run_record.make_record(config, inputs)
@@ -318,32 +317,34 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                      else data.TEST_SPLIT)
   initial_teachers = (jax.device_get(run.replica_state(run.state, 0).params["teachers"])
                       if run.method.teacher_mode is base.TeacherMode.TRAINABLE else None)
-  try:
-    state, resumed = _resume(run, lanes, f"the config's '{config.student_model}'")
-    for lane in lanes:
-      run_record.write_record(lane.workdir, lane.record)
-    if not resumed:
-      for i, eval_step in enumerate(run.teacher_eval_steps):
-        result = step_lib.evaluate(eval_step, state.params, state.batch_stats,
-                                   inputs.eval_batches())
-        logging.info("Teacher %d (%s) test accuracy before step 0: %.4f", i,
-                     teacher_descriptions[i].get("model"), result["accuracy"])
-        for lane in lanes:
-          lane.progress["teacher_test_accuracy"].append(result["accuracy"])
-          lane.writer.write_scalars(0, {f"teacher/{i}/test_accuracy": result["accuracy"]})
-    with StopSignals() as stops:
+  with StopSignals() as stops:  # Over the results too: a late signal stops after them.
+    try:
+      state, resumed = _resume(run, lanes, f"the config's '{config.student_model}'")
+      for lane in lanes:
+        run_record.write_record(lane.workdir, lane.record)
+      if not resumed:
+        for i, eval_step in enumerate(run.teacher_eval_steps):
+          result = step_lib.evaluate(eval_step, state.params, state.batch_stats,
+                                     inputs.eval_batches())
+          logging.info("Teacher %d (%s) test accuracy before step 0: %.4f", i,
+                       teacher_descriptions[i].get("model"), result["accuracy"])
+          for lane in lanes:
+            lane.progress["teacher_test_accuracy"].append(result["accuracy"])
+            lane.writer.write_scalars(0, {f"teacher/{i}/test_accuracy": result["accuracy"]})
       state = _train_steps(config, run, state, lanes, lane_inputs, stops, initial_teachers,
                            selection_split, stop_step)
-  finally:
-    for lane in lanes:
-      if lane.writer is not None:
-        lane.writer.flush()
-      if lane.store is not None:
-        lane.store.close()
-
-  summaries = [_finish_lane(run, run.replica_state(state, k), lane, info, total_steps,
-                            steps_per_epoch, selection_split, wall_start)
-               for k, lane in enumerate(lanes)]
+    finally:
+      for lane in lanes:
+        if lane.writer is not None:
+          lane.writer.flush()
+        if lane.store is not None:
+          lane.store.close()
+    summaries = [_finish_lane(run, run.replica_state(state, k), lane, info, total_steps,
+                              steps_per_epoch, selection_split, wall_start)
+                 for k, lane in enumerate(lanes)]
+  if stops.received:
+    raise TrainingInterrupted(f"{stops.received} arrived as the run finished: its results are "
+                              f"written in {workdir}")
   if seeds is None:
     return summaries[0]
   return _replicated_summary(config, workdir, lanes, summaries, wall_start)

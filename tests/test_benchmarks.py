@@ -2,6 +2,7 @@
 reference has jaxkd's architectures (parameter counts) and losses (values)."""
 
 import importlib.util
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,8 @@ import pytest
 from benchmarks import common
 from benchmarks import flops
 from benchmarks import step as step_benchmark
-from jaxkd import losses, models
+from jaxkd import data, losses, models
+from jaxkd import step as step_lib
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 REFERENCE_MODELS = ("resnet8x4", "resnet32x4", "resnet56", "resnet20", "wrn_40_2", "wrn_16_2")
@@ -61,10 +63,25 @@ def test_replicated_step_counts_every_replica_and_compiles_once():
   assert result.error is None and result.recompilations == 0
   assert "× 3 replicas" in case.label()
   row = step_benchmark.results_table([result], None)[-1]
-  total, per_replica = (float(cell) for cell in row.strip("|").split("|")[6:8])
+  total, per_replica = (float(cell) for cell in row.strip("|").split("|")[7:9])
   assert total == pytest.approx(3 * per_replica, rel=1e-2)
-  with pytest.raises(ValueError, match="positive integers"):
-    step_benchmark.replica_counts("1,0")
+  with pytest.raises(ValueError, match="--replicas takes positive integers"):
+    step_benchmark.positive_counts("1,0", "--replicas")
+
+
+def test_several_steps_per_call_train_as_many_steps_and_compile_once():
+  case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits",
+                                 steps_per_call=4)
+  (result,) = step_benchmark.run_cases([case], common.Repetitions(1, 2, 1), log=lambda _: None)
+  assert result.error is None and result.recompilations == 0
+  assert "4 steps per call" in case.label()
+  with tempfile.TemporaryDirectory() as root:
+    teacher = step_benchmark.TeacherExports(root).path("cnn_large", data.dataset_info("digits"))
+    config = step_benchmark.case_config(case, teacher)
+    jax_step = step_benchmark.JaxTrainStep(config, data.dataset_info("digits"),
+                                           step_lib.create_mesh(), steps_per_call=4)
+    jax_step.run(2)
+    assert int(jax_step.state.step) == 8
 
 
 def test_training_flops_count_student_three_times_and_a_frozen_teacher_once():

@@ -10,6 +10,7 @@ import pytest
 from benchmarks import (study, study_configs, study_plots, study_report, study_results,
                         study_runs, study_stats, study_suite)
 from benchmarks.study_sources import Reference
+from jaxkd import config_schema, recipes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -74,6 +75,18 @@ def test_shards_partition_the_runs_seed_by_seed():
     study_runs.parse_shard("2/2")
 
 
+def test_seeds_of_a_single_run_label_group_into_replicas_and_pipelines_run_alone():
+  runs = study_runs.plan_runs("/w", ("ce", "gt"), (0, 1, 2))
+  pipeline = config_schema.teacher_then_student(recipes.cifar_run("ce", "cnn_large", "digits"),
+                                                recipes.cifar_run("kd", "cnn_small", "digits"))
+  single = recipes.cifar_run("ce", "cnn_small", "digits")
+  config_of = lambda run: pipeline if run.label == "gt" else single
+  groups = study_runs.replica_groups(runs, config_of, 2)
+  assert [[(r.label, r.seed) for r in group] for group in groups] == [
+      [("ce", 0), ("ce", 1)], [("gt", 0)], [("gt", 1)], [("ce", 2)], [("gt", 2)]]
+  assert study_runs.replica_groups(runs, config_of, 1) == [[run] for run in runs]
+
+
 def test_a_run_is_done_at_its_stop_step_and_counts_only_for_that_budget():
   suite = study_suite.load_suite("digits_smoke")
   config = study_configs.run_config(suite, suite.entry("kd"), 0, "/t", None,
@@ -91,7 +104,7 @@ def test_suites_load_and_name_their_reconstruction_choices():
   full = study_suite.load_suite("cifar100_r56_r20_full")
   cpu = study_suite.load_suite("cifar100_r56_r20_cpu")
   assert full.labels == cpu.labels
-  assert full.long and not cpu.long and full.seeds == (0, 1, 2) and cpu.seeds == (0,)
+  assert full.long and not cpu.long and full.seeds == cpu.seeds == (0, 1, 2)
   assert full.entry("student_friendly_no_guard").settings == {"simplifier_ce_weight": 0.0}
   assert full.entry("generous_kd").chain == "generous ▶ kd"
   for label in ("dtd", "student_friendly", "atsc", "generous_kd"):
@@ -193,6 +206,14 @@ def test_digits_suite_shards_rerun_and_results(tmp_path, capsys):
   assert kd_cells[:3] == ["kd", "kd", "2"]
   assert kd_cells[5] == study_report.difference(finals["kd"], finals["ce"])
   assert kd_cells[6] == "—"
+
+  # Two more seeds of kd, trained together as replicas, land where the table reads them.
+  more = base + ["--methods", "kd", "--seeds", "2,3", "--replicas", "2"]
+  assert study.main(more) == 0
+  assert "(with 1 other seed(s) as replicas)" in capsys.readouterr().out
+  assert study.main(more) == 0
+  assert "2 of 2 run(s) already done; 0 to train." in capsys.readouterr().out
+  assert [_summary(workdir, "kd", seed)["seed"] for seed in (2, 3)] == [2, 3]
 
   png = tmp_path / "study" / "digits_smoke_accuracy.png"
   assert png.read_bytes().startswith(PNG_SIGNATURE) and png.stat().st_size > 1000

@@ -1,11 +1,11 @@
 """CIFAR-100 resnet56 → resnet20, fine-tuning on a CPU: checks the chain, ranks nothing.
 
-Every method of `cifar100_r56_r20_full`, one seed, on the real data and the shared
+Every method of `cifar100_r56_r20_full`, three seeds, on the real data and the shared
 checkpoints: the teacher resnet56 imported with its normalisation, the student resnet20
 starting from the shared resnet20 checkpoint, fine-tuned 200 steps of batch 64 with SGD
 lr 0.001 (constant), an evaluation every 100 steps, 5,000 training images held out:
 
-    python -m benchmarks.study --suite cifar100_r56_r20_cpu --workdir DIR --data_dir D \
+    python -m benchmarks.study --suite cifar100_r56_r20_cpu --workdir DIR --data_dir D --replicas 3 \
         --write-results
 """
 
@@ -27,7 +27,7 @@ def get_suite() -> Suite:
                 "optimizer.weight_decay": 5e-4, "validation_examples": 5000,
                 "eval_every_steps": 100},
       methods=pair.methods(dkd_warmup_epochs=1, generous_from_teacher=True),
-      seeds=(0,),
+      seeds=(0, 1, 2),
       published=(pair.PUBLISHED_TEACHER, pair.published_student(STUDENT_START_ROW)),
       notes=(
           "Why it ranks nothing: pilots on this CPU (real CIFAR-100, the published teachers, "

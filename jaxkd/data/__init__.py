@@ -18,11 +18,14 @@ Importing this package imports no TensorFlow.
 from jaxkd.data.datasets import DatasetInfo
 from jaxkd.data.datasets import dataset_info
 from jaxkd.data.datasets import dataset_names
-from jaxkd.data.input import Input
-from jaxkd.data.input import TEST_SPLIT
-from jaxkd.data.input import VALIDATION_SPLIT
+from jaxkd.data.input import INPUT_PATHS
+from jaxkd.data.input_base import Input
+from jaxkd.data.input_base import TEST_SPLIT
+from jaxkd.data.input_base import VALIDATION_SPLIT
+from jaxkd.data.input import check_batch_size
 from jaxkd.data.input import create_input
 from jaxkd.data.tfds_source import MissingDatasetError
 
-__all__ = ["DatasetInfo", "Input", "MissingDatasetError", "TEST_SPLIT", "VALIDATION_SPLIT",
-           "create_input", "dataset_info", "dataset_names"]
+__all__ = ["DatasetInfo", "INPUT_PATHS", "Input", "MissingDatasetError", "TEST_SPLIT",
+           "VALIDATION_SPLIT", "check_batch_size", "create_input", "dataset_info",
+           "dataset_names"]

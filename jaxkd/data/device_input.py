@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxkd.data import datasets
 from jaxkd.data import device_augment
-from jaxkd.data import input as input_lib
+from jaxkd.data import input_base as input_lib
 
 CIFAR_PAD = 4
 _DATA_STREAM_TAG = 0x6A6B64  # Folded into the run seed: the data stream's own key.

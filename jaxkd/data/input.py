@@ -17,80 +17,21 @@ Config fields read: dataset, data_dir ('' = TFDS default), batch_size and eval_b
 resolution, default 224), validation_examples and validation_seed (default 0: no validation).
 """
 
-import abc
-import copy
 import dataclasses
-from typing import Iterator
 
 import jax
 import ml_collections
-import numpy as np
 
 from jaxkd.data import datasets
 from jaxkd.data import tfds_source
-from jaxkd.data import validation_split
+from jaxkd.data.input_base import TEST_SPLIT, VALIDATION_SPLIT, Input, split_arrays
+from jaxkd.ranges import check_choice
 
 INPUT_PATHS = ("auto", "device", "tfdata")
-TEST_SPLIT = "test"
-VALIDATION_SPLIT = "validation"
-
-
-class Input(abc.ABC):
-  """Batches of one data set, as global jax.Arrays sharded `NamedSharding(mesh, P('data'))`.
-
-  Attributes:
-    info: the data set as the model sees it (ImageNet's image_shape follows image_size).
-    steps_per_epoch: floor(training examples / batch_size); the last partial batch of each
-      epoch is dropped (with several hosts: floor(examples per host / local batch)).
-    num_eval_batches: length of `eval_batches('test')`.
-    eval_splits: the evaluation splits: ('test',) or ('test', 'validation').
-    path: 'device' or 'tfdata'.
-  """
-  info: datasets.DatasetInfo
-  steps_per_epoch: int
-  num_eval_batches: int
-  eval_splits: tuple[str, ...]
-  path: str
-
-  @abc.abstractmethod
-  def train_batches(self, start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
-    """Endless {'image': float32 (B, H, W, C) normalised, 'label': int32 (B,)}, from start_step.
-
-    The batch at global step s depends only on (config.seed, s) (and, for 'tfdata', on the
-    process count), so resuming at start_step continues the very same stream. Epoch e covers
-    steps [e * steps_per_epoch, (e + 1) * steps_per_epoch) with its own shuffle.
-    """
-
-  @abc.abstractmethod
-  def eval_batches(self, split: str = TEST_SPLIT) -> Iterator[dict[str, jax.Array]]:
-    """{'image', 'label', 'mask'} batches of eval_batch_size covering each example of `split`
-    ('test' or 'validation') once.
-
-    The last batch is padded with zero images; 'mask' (B,) bool is False on padding.
-    """
-
-  def with_seed(self, seed: int) -> "Input":
-    """The same data with the train stream (order and augmentation) of `seed`: what the run
-    with that seed reads. Shares the data (and compiled functions) with this `Input`."""
-    other = copy.copy(self)
-    other._reseed(seed)  # pylint: disable=protected-access
-    return other
-
-  @abc.abstractmethod
-  def _reseed(self, seed: int) -> None:
-    """Makes this `Input`'s train stream the one of `seed`."""
-
-  def _check_split(self, split: str) -> str:
-    if split not in self.eval_splits:
-      raise ValueError(f"no '{split}' split in this run; evaluation splits: "
-                       f"{', '.join(self.eval_splits)} (a validation split needs "
-                       "--config.validation_examples > 0)")
-    return split
 
 
 def _choose_path(source: datasets.DatasetSource, requested: str) -> str:
-  if requested not in INPUT_PATHS:
-    raise ValueError(f"unknown input_path '{requested}'; valid: {', '.join(INPUT_PATHS)}")
+  check_choice("config.input_path", requested, INPUT_PATHS)
   if requested == "auto":
     return "device" if source.fits_in_memory else "tfdata"
   if requested == "device" and not source.fits_in_memory:
@@ -99,10 +40,11 @@ def _choose_path(source: datasets.DatasetSource, requested: str) -> str:
   return requested
 
 
-def _check_batch_size(name: str, batch_size: int, mesh: jax.sharding.Mesh) -> None:
-  divisor = max(mesh.devices.size, jax.process_count())
+def check_batch_size(name: str, batch_size: int, num_devices: int) -> None:
+  """Raises ValueError unless `batch_size` splits evenly over the devices and processes."""
+  divisor = max(num_devices, jax.process_count())
   if batch_size <= 0 or batch_size % divisor:
-    raise ValueError(f"{name}={batch_size} must be a positive multiple of the {mesh.devices.size}"
+    raise ValueError(f"{name}={batch_size} must be a positive multiple of the {num_devices}"
                      f" devices and {jax.process_count()} processes")
 
 
@@ -123,8 +65,8 @@ def create_input(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
   """
   source = datasets.dataset_source(config.dataset)
   path = _choose_path(source, config.get("input_path", "auto"))
-  _check_batch_size("batch_size", config.batch_size, mesh)
-  _check_batch_size("eval_batch_size", config.eval_batch_size, mesh)
+  for field in ("batch_size", "eval_batch_size"):
+    check_batch_size(f"config.{field}", config[field], mesh.devices.size)
   info = _model_info(source, config)
   builder = tfds_source.prepared_builder(source, config.data_dir)
   holdout = config.get("validation_examples", 0)
@@ -144,11 +86,3 @@ def create_input(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
       info, source, builder, batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size, seed=config.seed, mesh=mesh,
       validation_examples=holdout, validation_seed=validation_seed)
-
-
-def split_arrays(train: tuple[np.ndarray, np.ndarray], validation_examples: int,
-                 seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-  """(train, validation) arrays: `validation_examples` held out, class-balanced and seeded."""
-  images, labels = train
-  kept, held_out = validation_split.holdout(labels, validation_examples, seed)
-  return (images[kept], labels[kept]), (images[held_out], labels[held_out])

@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxkd.data import datasets
-from jaxkd.data import input as input_lib
+from jaxkd.data import input_base as input_lib
 from jaxkd.data import tf_augment
 from jaxkd.data import tfds_source
 from jaxkd.data import validation_split

@@ -30,8 +30,10 @@ def register(name: str):
 
 
 def create_method(config: ml_collections.ConfigDict) -> base.Method:
-  """The method named by `config.method`, with its section `config.<method>` over its defaults."""
-  return METHODS.get(config.method)(config)
+  """The method named by `config.method`: its section `config.<method>` over its defaults, and
+  what it knows of the run (`base.RunInfo`) from the rest of `config`."""
+  method = METHODS.get(config.method)
+  return method(config.get(method.name), base.RunInfo.from_config(config))
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:

@@ -21,8 +21,9 @@ between feature and classifier). Each step, inside one compiled step:
        L_head = Σ_i CE(z'_t,i, y)
 
    over the bias b_T ('bias', the reference code) or W_T and b_T ('weight_and_bias'). That
-   optimizer has the settings and schedule of `config.teacher_optimizer` but its own state
-   (momentum buffer), kept in `state.method_state` with the anchor θ⁰.
+   optimizer is the run's teacher optimizer (`base.Optimizers.teacher`, handed in by the
+   trainer) with a state of its own (momentum buffer), kept in `state.method_state` with
+   the anchor θ⁰.
 
 Prediction: ŷ = combination_i(W_T,i · GAP(h_i) + b_T,i) with the *adapted* heads
 ('mean_logits' or 'mean_probs'); the released code evaluates the student's own head
@@ -37,7 +38,7 @@ import jax
 import ml_collections
 import optax
 
-from jaxkd import losses, methods, optim
+from jaxkd import losses, methods
 from jaxkd.methods import base, projector, simkd
 from jaxkd.ranges import NON_NEGATIVE, Range
 
@@ -90,11 +91,6 @@ class ATSC(simkd.SimKD):
   def combination(self) -> str:
     return self.hparams.combine
 
-  def head_optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The head update's optimizer: `config.teacher_optimizer`, on the run's schedule."""
-    return optim.create_optimizer(self.config.teacher_optimizer, steps_per_epoch,
-                                  self.config.num_epochs)
-
   def heads(self, teacher_params: Sequence[PyTree]) -> tuple[dict[str, jax.Array], ...]:
     """The classifier parameters the head update trains, per teacher."""
     names = HEAD_PARAMS[self.hparams.teacher_head_params]
@@ -106,16 +102,12 @@ class ATSC(simkd.SimKD):
     return tuple(dict(t, classifier=dict(t["classifier"], **h))
                  for t, h in zip(teacher_params, heads))
 
-  def init_state(self, params, batch_stats):
-    """The anchor θ⁰ (a copy of the teachers' parameters) and the head optimizer's state.
-
-    The optimizer state's structure does not depend on the schedule, so any epoch length
-    builds it.
-    """
+  def init_state(self, params, batch_stats, optimizers):
+    """The anchor θ⁰ (a copy of the teachers' parameters) and the head optimizer's state."""
     del batch_stats
     teachers = params["teachers"]
     return {"anchor": jax.tree.map(lambda x: x.copy(), teachers),
-            "head_opt_state": self.head_optimizer(1).init(self.heads(teachers))}
+            "head_opt_state": optimizers.teacher.init(self.heads(teachers))}
 
   def loss(self, nets, params, batch_stats, batch, rng, step_info):
     del rng
@@ -137,9 +129,10 @@ class ATSC(simkd.SimKD):
     metrics = dict(metrics, **{"loss/anchor": anchor, "teacher/train_ce": teacher_ce})
     return total, (dict(batch_stats, teachers=tuple(teacher_stats), **new_stats), metrics)
 
-  def post_update(self, nets, state, batch, rng, step_info):
-    """One step of the head optimizer on Σ_i CE(teacher_i(x), y), teachers in train mode."""
-    del rng
+  def post_update(self, nets, state, batch, rng, step_info, optimizers):
+    """One step of the teacher optimizer on Σ_i CE(teacher_i(x), y) over the heads, with
+    the head's own optimizer state, teachers in train mode."""
+    del rng, step_info
     images, labels = batch["image"], batch["label"]
     teachers = state.params["teachers"]
 
@@ -156,7 +149,7 @@ class ATSC(simkd.SimKD):
     heads = self.heads(teachers)
     (head_ce, (teacher_stats, accuracies)), grads = jax.value_and_grad(
         head_loss, has_aux=True)(heads)
-    updates, head_opt_state = self.head_optimizer(step_info.steps_per_epoch).update(
+    updates, head_opt_state = optimizers.teacher.update(
         grads, state.method_state["head_opt_state"], heads)
     params = dict(state.params, teachers=self.with_heads(teachers,
                                                          optax.apply_updates(heads, updates)))

@@ -1,7 +1,8 @@
 """The contract between the trainer and a distillation method.
 
-A method is one small class, registered by name with `@methods.register("<name>")`, that
-declares, as pure functions and data:
+A method is one small class, registered by name with `@methods.register("<name>")` and
+built by `methods.create_method(config)` from its own config section and a `RunInfo`
+(what it knows of the run), that declares, as pure functions and data:
 - `default_config()`: its hyperparameters (the config section named after the method);
 - `teacher_mode`: whether it uses no teacher, a frozen one, or trains the teacher;
 - `init_extra(...)`: extra trainable modules (projectors, simplifiers), if any;
@@ -11,9 +12,12 @@ declares, as pure functions and data:
   within the same jit-compiled step (ATSC updates the teacher head after the main update).
 
 Parameters and batch statistics are dicts with three groups:
-`{'student': ..., 'teachers': (t0, t1, ...), 'extra': ...}`. The trainer updates
-`student` and `extra` with the student optimizer and `teachers` with the teacher
-optimizer, which is `optax.set_to_zero()` unless `teacher_mode` is TRAINABLE.
+`{'student': ..., 'teachers': (t0, t1, ...), 'extra': ...}`. The trainer builds the run's
+optimizers once (`Optimizers`) and hands them to the method, whose main update
+(`trainable`, `apply_gradients`) steps `student` and `extra` with the student optimizer
+and, when `teacher_mode` is TRAINABLE, `teachers` with the teacher optimizer. A group the
+method does not train (a frozen teacher) leaves every step exactly as it entered it. A
+method that trains its teachers another way overrides those hooks; the step stays as it is.
 """
 
 import abc
@@ -25,7 +29,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
+
+from jaxkd import config_schema
 from jaxkd.ranges import Range, check_ranges
+from jaxkd.state import student_trainable
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -35,6 +43,32 @@ class TeacherMode(enum.Enum):
   NONE = "none"  # No teacher (plain training).
   FROZEN = "frozen"  # Eval mode, stop_gradient, batch stats never change.
   TRAINABLE = "trainable"  # Gradients reach the teacher; its batch stats move.
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+  """What a method knows of its run besides its own settings: the teachers' model names and
+  checkpoints, and the checkpoint the student starts from ('' = from scratch)."""
+  teacher_models: tuple[str, ...] = ()
+  teacher_checkpoints: tuple[str, ...] = ()
+  student_checkpoint: str = ""
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "RunInfo":
+    """The run config's `teacher_model`, `teacher_checkpoint` (comma-separated lists) and
+    `student_checkpoint`."""
+    return cls(teacher_models=config_schema.split_names(config.get("teacher_model", "")),
+               teacher_checkpoints=config_schema.split_names(config.get("teacher_checkpoint", "")),
+               student_checkpoint=config.get("student_checkpoint", ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizers:
+  """The run's optimizers, built once by the trainer on the run's schedule: `student` from
+  `config.optimizer`, `teacher` from `config.teacher_optimizer` (for methods that train
+  their teachers)."""
+  student: optax.GradientTransformation
+  teacher: optax.GradientTransformation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +137,10 @@ class Method(abc.ABC):
   teacher_mode: TeacherMode = TeacherMode.NONE
   multi_teacher: bool = False  # True if the method accepts several teachers.
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.hparams = self.resolve_hparams(config.get(self.name))
+  def __init__(self, section: ml_collections.ConfigDict | None, run_info: RunInfo):
+    """`section`: the method's config section `config.<name>` (None: all defaults)."""
+    self.hparams = self.resolve_hparams(section)
+    self.run_info = run_info
 
   @classmethod
   def resolve_hparams(cls, section: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
@@ -138,13 +173,13 @@ class Method(abc.ABC):
     check_ranges(f"config.{self.name}", self.hparams, self.ranges())
     if self.teacher_mode is TeacherMode.NONE:
       return
-    num_teachers = len([n for n in self.config.teacher_model.split(",") if n.strip()])
+    num_teachers = len(self.run_info.teacher_models)
     if num_teachers == 0:
       raise ValueError(f"method '{self.name}' needs a teacher: set --config.teacher_model "
                        "and --config.teacher_checkpoint")
     if num_teachers > 1 and not self.multi_teacher:
       raise ValueError(f"method '{self.name}' takes one teacher, got {num_teachers} in "
-                       f"config.teacher_model='{self.config.teacher_model}'")
+                       f"config.teacher_model='{','.join(self.run_info.teacher_models)}'")
 
   def init_extra(self, rng: jax.Array, nets: Networks,
                  shapes: ShapeInfo) -> tuple[nn.Module | None, PyTree, PyTree]:
@@ -158,21 +193,54 @@ class Method(abc.ABC):
            step_info: StepInfo) -> tuple[jax.Array, tuple[PyTree, Metrics]]:
     """Returns (loss, (new batch_stats, metrics)); `params` is what gradients are taken of."""
 
-  def init_state(self, params: Mapping[str, PyTree],
-                 batch_stats: Mapping[str, PyTree]) -> PyTree:
+  def trainable(self, params: Mapping[str, PyTree]) -> dict[str, PyTree]:
+    """The groups of `params` that the main update takes gradients of and steps: `student`
+    and `extra`, and `teachers` when `teacher_mode` is TRAINABLE."""
+    groups = student_trainable(params)
+    if self.teacher_mode is TeacherMode.TRAINABLE:
+      groups["teachers"] = params["teachers"]
+    return groups
+
+  def init_optimizer_states(self, params: Mapping[str, PyTree],
+                            optimizers: Optimizers) -> tuple[PyTree, PyTree]:
+    """(student_opt_state, teacher_opt_state): the student optimizer's over `student` and
+    `extra`; the teacher optimizer's over `teachers` when they train, else an empty one."""
+    teacher_tx = (optimizers.teacher if self.teacher_mode is TeacherMode.TRAINABLE
+                  else optax.set_to_zero())
+    return optimizers.student.init(student_trainable(params)), teacher_tx.init(params["teachers"])
+
+  def apply_gradients(self, state, grads: Mapping[str, PyTree],
+                      batch_stats: Mapping[str, PyTree], optimizers: Optimizers):
+    """The main update: `grads` (of `trainable(state.params)`) through the optimizers of
+    `init_optimizer_states`, and `batch_stats` (from `loss`) for the groups that train;
+    the others keep their parameters and statistics."""
+    updates, student_opt_state = optimizers.student.update(
+        student_trainable(grads), state.student_opt_state, student_trainable(state.params))
+    params = dict(state.params, **optax.apply_updates(student_trainable(state.params), updates))
+    teacher_opt_state = state.teacher_opt_state
+    if self.teacher_mode is TeacherMode.TRAINABLE:
+      teacher_updates, teacher_opt_state = optimizers.teacher.update(
+          grads["teachers"], state.teacher_opt_state, state.params["teachers"])
+      params["teachers"] = optax.apply_updates(state.params["teachers"], teacher_updates)
+    return state.replace(
+        params=params, batch_stats=dict(state.batch_stats, **{g: batch_stats[g] for g in grads}),
+        student_opt_state=student_opt_state, teacher_opt_state=teacher_opt_state)
+
+  def init_state(self, params: Mapping[str, PyTree], batch_stats: Mapping[str, PyTree],
+                 optimizers: Optimizers) -> PyTree:
     """State the method keeps across steps besides parameters (e.g. an anchor, an optimizer)."""
-    del params, batch_stats
+    del params, batch_stats, optimizers
     return {}
 
   def post_update(self, nets: Networks, state, batch: Mapping[str, jax.Array], rng: jax.Array,
-                  step_info: StepInfo) -> tuple[Any, Metrics]:
+                  step_info: StepInfo, optimizers: Optimizers) -> tuple[Any, Metrics]:
     """A second update inside the same step, after the main one (ATSC's head update)."""
-    del nets, batch, rng, step_info
+    del nets, batch, rng, step_info, optimizers
     return state, {}
 
   def student_checkpoint(self) -> str:
     """The checkpoint the student starts from ('' = from scratch): `config.student_checkpoint`."""
-    return self.config.get("student_checkpoint", "")
+    return self.run_info.student_checkpoint
 
   def export_variables(self, state) -> PyTree:
     """What a finished run exports as its model: the student's variables."""

@@ -57,7 +57,7 @@ class GenerousTeacher(logit_method.LogitMethod):
     if hp.std_source not in ("own", "teacher"):
       raise ValueError(f"config.generous.std_source must be 'own' or 'teacher', "
                        f"got '{hp.std_source}'")
-    if hp.init_from_teacher and self.config.get("student_checkpoint"):
+    if hp.init_from_teacher and self.run_info.student_checkpoint:
       raise ValueError("config.generous.init_from_teacher starts G from the standard teacher: "
                        "leave config.student_checkpoint empty or set init_from_teacher=False")
     if hp.std_classes not in ("all", "non_target"):
@@ -67,7 +67,7 @@ class GenerousTeacher(logit_method.LogitMethod):
   def student_checkpoint(self) -> str:
     """S's checkpoint when G starts from S (`init_from_teacher`), else the run's setting."""
     if self.hparams.init_from_teacher:
-      return self.config.teacher_checkpoint
+      return ",".join(self.run_info.teacher_checkpoints)  # One teacher (`validate`).
     return super().student_checkpoint()
 
   def temperature(self, logits, labels):

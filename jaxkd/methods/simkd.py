@@ -79,8 +79,7 @@ class SimKD(base.Method):
 
   def validate(self) -> None:
     super().validate()
-    teachers = [name.strip() for name in self.config.teacher_model.split(",") if name.strip()]
-    for teacher in teachers:
+    for teacher in self.run_info.teacher_models:
       if not models.feature_feeds_classifier(teacher):
         raise ValueError(
             f"teacher '{teacher}' cannot share its classifier in {self.name}: its "

@@ -80,7 +80,7 @@ COMMAND_LINES = [
     ("negative_checkpoint_every", ["--config=" + DEFAULT, "--config.checkpoint_every_steps=-5"],
      "config.checkpoint_every_steps must be ≥ 0, got -5"),
     ("unknown_schedule", ["--config=" + DEFAULT, "--config.optimizer.schedule=linear"],
-     "config.optimizer.schedule='linear' is unknown; valid: step, cosine, constant"),
+     "config.optimizer.schedule must be one of step, cosine, constant, got 'linear'"),
     ("workdir_is_a_file", ["--config=" + QUICKSTART, "--workdir={tmp}/a_file"],
      "--workdir={tmp}/a_file is a file: give a directory"),
     ("workdir_under_a_file", ["--config=" + QUICKSTART, "--workdir={tmp}/a_file/run"],
@@ -184,8 +184,8 @@ def test_run_field_out_of_range_is_refused(field, valid):
     ("decay_factor", 0.0, r"decay_factor must be in \(0, 1\], got 0.0"),
     ("decay_epochs", (0, 5), r"decay_epochs must be > 0, got \(0, 5\)"),
     ("warmup_epochs", 300, r"warmup_epochs must be in \[0, 240\], got 300"),
-    ("schedule", "linear", "schedule='linear' is unknown; valid: step, cosine, constant"),
-    ("name", "adam", "name='adam' is unknown; valid: sgd, adamw"),
+    ("schedule", "linear", "schedule must be one of step, cosine, constant, got 'linear'"),
+    ("name", "adam", "name must be one of sgd, adamw, got 'adam'"),
 ])
 @pytest.mark.parametrize("section", ["optimizer", "teacher_optimizer"])
 def test_optimizer_setting_out_of_range_is_refused(section, field, value, message):

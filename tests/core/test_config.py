@@ -71,7 +71,7 @@ def digits_config(**changes):
     ({"student_model": "resnet9"}, "unknown model 'resnet9'; valid models: .*resnet8"),
     ({"dataset": "mnistt"}, "unknown .*'mnistt'.*digits"),
     ({"batch_size": 12}, "batch_size=12 must be a positive multiple of the 8 devices"),
-    ({"input_path": "disk"}, "unknown input_path 'disk'"),
+    ({"input_path": "disk"}, "config.input_path must be one of auto, device, tfdata, got 'disk'"),
     ({"num_epochs": 0}, "config.num_epochs must be an integer ≥ 1, got 0"),
 ])
 def test_bad_settings_are_named(changes, message):

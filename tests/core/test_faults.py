@@ -201,3 +201,19 @@ def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes(t
                                        r"config's 'cnn_large' \(student.bn0.bias has shape "
                                        r"\(16,\), expected \(32,\)"):
     train.train_and_evaluate(other, str(tmp_path))
+
+
+def test_a_signal_during_the_last_evaluation_or_export_stops_after_the_results(
+    tmp_path, monkeypatch):
+  finish = train._finish_lane  # pylint: disable=protected-access
+
+  def finish_while_signalled(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return finish(*args, **kwargs)
+
+  monkeypatch.setattr(train, "_finish_lane", finish_while_signalled)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(train.TrainingInterrupted, match="SIGTERM arrived as the run finished"):
+    train.train_and_evaluate(digits_ce(10), workdir)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f)["steps"] == 10

@@ -1,11 +1,14 @@
-"""The sharded train step: 8 devices equal 1 device; a frozen teacher never changes."""
+"""The sharded train step: 8 devices equal 1 device; a frozen teacher never changes; a method
+updates its teachers its own way through the same step."""
 
 import jax
 import numpy as np
+import optax
 import pytest
 
-from jaxkd import recipes, train
+from jaxkd import optim, recipes, train
 from jaxkd import step as step_lib
+from jaxkd.methods import base
 
 from tests.random_teachers import INFO, export_random_teacher
 
@@ -67,6 +70,41 @@ def test_frozen_teacher_is_bit_identical_and_student_moves(tmp_path, method):
            zip(jax.tree.leaves(before.params["student"]), jax.tree.leaves(after.params["student"]))]
   assert all(moved)
   assert after.teacher_opt_state == before.teacher_opt_state
+
+
+def test_a_method_trains_its_teachers_its_own_way_through_the_same_step(tmp_path):
+  """`trainable` and `apply_gradients` are the whole main update: KD whose teacher halves
+  each step moves its teacher so, and its student exactly as KD's own step does."""
+  config = kd_config(export_random_teacher(tmp_path / "teacher"))
+  mesh = step_lib.create_mesh()
+  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+
+  class HalvingTeacher(type(run.method)):
+    def trainable(self, params):
+      return dict(super().trainable(params), teachers=params["teachers"])
+
+    def apply_gradients(self, state, grads, batch_stats, optimizers):
+      state = super().apply_gradients(state, grads, batch_stats, optimizers)
+      teachers = jax.tree.map(lambda w: w / 2, state.params["teachers"])
+      return state.replace(params=dict(state.params, teachers=teachers))
+
+  optimizers = base.Optimizers(
+      student=optim.create_optimizer(config.optimizer, 10, config.num_epochs),
+      teacher=optax.set_to_zero())
+  halving_step = step_lib.make_train_step(
+      HalvingTeacher(run.method.hparams, run.method.run_info), run.nets, optimizers,
+      optim.learning_rate_schedule(config.optimizer, 10, config.num_epochs), 10, mesh)
+  before = jax.device_get(run.state)
+  batch = jax.device_put(batches(1)[0], step_lib.batch_sharding(mesh))
+  kd, _ = run.train_step(jax.device_put(before, step_lib.replicated_sharding(mesh)), batch)
+  halved, _ = halving_step(jax.device_put(before, step_lib.replicated_sharding(mesh)), batch)
+  kd, halved = jax.device_get((kd, halved))
+  for a, b in zip(jax.tree.leaves(kd.params["student"]),
+                  jax.tree.leaves(halved.params["student"])):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree.leaves(before.params["teachers"]),
+                  jax.tree.leaves(halved.params["teachers"])):
+    np.testing.assert_array_equal(a / 2, b)
 
 
 def test_learning_rate_and_loss_metrics(tmp_path):

@@ -180,7 +180,7 @@ def test_missing_cifar10_jpeg_archive(tmp_path, monkeypatch):
 def test_bad_settings_fail_before_any_work(digits_dir):
   with pytest.raises(ValueError, match="multiple of the 8 devices"):
     jaxkd.data.create_input(make_config("digits", digits_dir, batch_size=60), data_mesh())
-  with pytest.raises(ValueError, match="unknown input_path"):
+  with pytest.raises(ValueError, match="config.input_path must be one of auto, device, tfdata, got 'gpu'"):
     jaxkd.data.create_input(make_config("digits", digits_dir, input_path="gpu"), data_mesh())
   with pytest.raises(ValueError, match="use input_path='tfdata'"):
     jaxkd.data.create_input(make_config("imagenet2012", digits_dir, input_path="device"),
@@ -202,7 +202,7 @@ def test_validation_split_is_held_out_of_training(path, digits_dir, digits_split
   labels = np.concatenate([b["label"] for b in batches])[mask]
   assert np.all(np.bincount(labels, minlength=10) == 10)
   train_images, train_labels = digits_splits["train"]
-  _, held_out = jaxkd.data.input.split_arrays((train_images, train_labels), 100, 0)
+  _, held_out = jaxkd.data.input_base.split_arrays((train_images, train_labels), 100, 0)
   info = data.info
   images = np.concatenate([b["image"] for b in batches])[mask]
   np.testing.assert_allclose(images, (held_out[0] / 255.0 - info.mean[0]) / info.std[0],

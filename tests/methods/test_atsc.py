@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import config_validation, pipeline, recipes, train
+from jaxkd import config_schema, config_validation, methods, pipeline, recipes, train
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc, projector
 
@@ -167,9 +167,9 @@ def test_two_teachers_train_and_predict_combines_their_heads(tmp_path_factory):
   probs = [np.exp(h) / np.exp(h).sum(-1, keepdims=True) for h in heads]
   got = run.method.predict(run.nets, after.params, after.batch_stats, jnp.asarray(images))
   np.testing.assert_allclose(got, np.log((probs[0] + probs[1]) / 2), rtol=1e-4, atol=1e-4)
-  config = run.method.config.copy_and_resolve_references()
-  config.atsc.combine = "mean_logits"
-  mean_logits = atsc.ATSC(config)
+  hparams = run.method.hparams.copy_and_resolve_references()
+  hparams.combine = "mean_logits"
+  mean_logits = atsc.ATSC(hparams, run.method.run_info)
   got = mean_logits.predict(run.nets, after.params, after.batch_stats, jnp.asarray(images))
   np.testing.assert_allclose(got, (heads[0] + heads[1]) / 2, rtol=1e-4, atol=1e-4)
 
@@ -184,7 +184,7 @@ def test_bad_settings_are_refused(field, value, message):
   config.teacher_model, config.teacher_checkpoint = "cnn_large", "/nowhere"
   config.atsc[field] = value
   with pytest.raises(ValueError, match=message):
-    atsc.ATSC(config).validate()
+    methods.create_method(config).validate()
 
 
 def test_atsc_cifar100_config_is_the_readme_command():
@@ -226,7 +226,7 @@ def test_atsc_imagenet_config():
 def test_atsc_multi_config_trains_each_teacher_as_its_own_stage():
   config = load_config("atsc_multi_cifar100")
   student = config.stages[config.stage_order[-1]]
-  teachers = config_validation.split_names(student.teacher_model)
+  teachers = config_schema.split_names(student.teacher_model)
   assert len(teachers) >= 2
   assert student.teacher_checkpoint == ",".join(f"@t{i}" for i in range(len(teachers)))
   for i, name in enumerate(teachers):

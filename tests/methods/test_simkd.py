@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxkd import config_schema, config_validation, models, recipes, train
+from jaxkd import config_schema, config_validation, methods, models, recipes, train
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc, base, projector, simkd
 
@@ -174,11 +174,11 @@ def test_simkd_takes_one_teacher_and_an_integer_factor():
   config = recipes.cifar_run("simkd", "cnn_small", "digits")
   config.teacher_model = "cnn_large,cnn_small"
   with pytest.raises(ValueError, match="takes one teacher"):
-    simkd.SimKD(config).validate()
+    methods.create_method(config).validate()
   config.teacher_model = "cnn_large"
   config.simkd.factor = 0
   with pytest.raises(ValueError, match="factor must be an integer"):
-    simkd.SimKD(config).validate()
+    methods.create_method(config).validate()
 
 
 def test_projector_of_a_mobilenet_student_takes_its_last_block_160_channels():
@@ -191,7 +191,7 @@ def test_projector_of_a_mobilenet_student_takes_its_last_block_160_channels():
       lambda x: model.init_with_output(jax.random.key(0), x, train=False), image)[0]
   shapes = base.ShapeInfo(student=outputs(nets.student), teachers=(outputs(nets.teachers[0]),))
   assert shapes.student[0].shape == (2, 2, 2, 160)
-  _, params, _ = simkd.SimKD(config).init_extra(jax.random.key(1), nets, shapes)
+  _, params, _ = methods.create_method(config).init_extra(jax.random.key(1), nets, shapes)
   assert params["projector0"]["conv0"]["kernel"].shape == (1, 1, 160, 128)  # C_t / factor.
   assert params["projector0"]["conv2"]["kernel"].shape == (1, 1, 128, 256)  # C_t.
 
