@@ -304,6 +304,10 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   config_validation.validate(config)
   lanes = _checked_lanes(config, workdir)
   seeds = tuple(lane.config.seed for lane in lanes) if replicas.is_replicated(config) else None
+  if len(lanes) > 1 and jax.default_backend() == "cpu":
+    logging.warning("%d replicas on the CPU: XLA:CPU computes the grouped convolutions of "
+                    "replicated models several times slower than one run's (RESULTS.md, "
+                    "replicas); running the seeds one after another is faster here.", len(lanes))
   mesh = step_lib.create_mesh(num_replicas=len(lanes))
   inputs = data.create_input(lanes[0].config, mesh)
   lane_inputs = [inputs] + [inputs.with_seed(lane.config.seed) for lane in lanes[1:]]
