@@ -47,6 +47,7 @@ def test_step_harness_times_ce_on_resnet8_without_recompiling(tmp_path, capsys):
   assert "MFU against the measured float32 matrix-product rate" in text
 
 
+@pytest.mark.slow
 def test_distillation_step_loads_exported_random_teacher_and_compiles_once():
   case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits")
   (result,) = step_benchmark.run_cases([case], common.Repetitions(1, 2, 1), log=lambda _: None)
@@ -56,6 +57,7 @@ def test_distillation_step_loads_exported_random_teacher_and_compiles_once():
   assert result.torch_images_per_s is None  # No PyTorch reference was asked for.
 
 
+@pytest.mark.slow
 def test_replicated_step_counts_every_replica_and_compiles_once():
   case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits",
                                  replicas=3)
@@ -69,6 +71,7 @@ def test_replicated_step_counts_every_replica_and_compiles_once():
     step_benchmark.positive_counts("1,0", "--replicas")
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_train_as_many_steps_and_compile_once():
   case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits",
                                  steps_per_call=4)
@@ -183,6 +186,7 @@ def test_torch_reference_losses_equal_jaxkd_losses():
   np.testing.assert_allclose(total.item(), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_conv_benchmark_writes_layer_and_model_tables(tmp_path):
   from benchmarks import conv_cpu
   path = tmp_path / "RESULTS.md"

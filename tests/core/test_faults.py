@@ -203,6 +203,7 @@ def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes(t
     train.train_and_evaluate(other, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_signal_during_the_last_evaluation_or_export_stops_after_the_results(
     tmp_path, monkeypatch):
   finish = train._finish_lane  # pylint: disable=protected-access

@@ -59,6 +59,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
   assert os.listdir(tmp_path / "resumed" / "best")
 
 
+@pytest.mark.slow
 def test_diverging_run_stops_with_advice(tmp_path):
   config = digits_ce(30)
   config.optimizer.learning_rate = 1e8

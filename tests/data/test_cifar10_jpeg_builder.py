@@ -44,6 +44,7 @@ def pillow_pixels(member_names):
   return [found[name] for name in member_names]
 
 
+@pytest.mark.slow
 def test_splits_and_label_order(prepared, train_arrays):
   builder = prepared[1]
   assert builder.info.splits["train"].num_examples == 50_000
@@ -54,6 +55,7 @@ def test_splits_and_label_order(prepared, train_arrays):
   np.testing.assert_array_equal(labels, np.repeat(np.arange(10, dtype=np.int32), 5000))
 
 
+@pytest.mark.slow
 def test_pixels_are_pillows_decoding_of_the_archive(train_arrays):
   images, _ = train_arrays
   names = ["train/airplane/0000.jpg", "train/airplane/0001.jpg", "train/truck/4999.jpg"]
@@ -61,6 +63,7 @@ def test_pixels_are_pillows_decoding_of_the_archive(train_arrays):
     np.testing.assert_array_equal(images[index], expected)
 
 
+@pytest.mark.slow
 def test_channel_statistics_match_readme(train_arrays):
   images, _ = train_arrays
   info = jaxkd.data.dataset_info("cifar10_jpeg")
@@ -70,6 +73,7 @@ def test_channel_statistics_match_readme(train_arrays):
   np.testing.assert_allclose(sample.mean(0), [0.4913, 0.4821, 0.4465], atol=2e-3)
 
 
+@pytest.mark.slow
 def test_create_input_on_prepared_copy(prepared):
   # tf.data path: the device path would copy the split to each of the 8 simulated devices.
   config = make_config("cifar10_jpeg", prepared[0], input_path="tfdata")

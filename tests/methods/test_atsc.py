@@ -140,6 +140,7 @@ def test_weight_and_bias_head_update_moves_the_kernel_by_its_ce(tmp_path_factory
                          rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_teachers_train_and_predict_combines_their_heads(tmp_path_factory):
   run, mesh, before = build(tmp_path_factory, teachers=("cnn_large", "cnn_small"),
                             combine="mean_probs")

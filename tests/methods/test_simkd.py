@@ -110,6 +110,7 @@ def trained(tmp_path_factory):
                                metrics=all_metrics)
 
 
+@pytest.mark.slow
 def test_teacher_is_bit_identical_while_student_and_projector_move(trained):
   before, after = trained.before, trained.after
   for group in ("params", "batch_stats"):

@@ -105,6 +105,7 @@ def test_batch_attention_forward_and_loss_equal_numpy(make_method, fixed_logits,
       np.mean(simplified.argmax(1) == labels))
 
 
+@pytest.mark.slow
 def test_class_axis_keeps_shapes_and_trains(make_method, fixed_logits):
   method, nets, params = simplifier(make_method, attention_axis="class", num_heads=2, dim=8)
   assert params["embed"]["kernel"].shape == (1, 8)
