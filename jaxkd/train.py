@@ -492,9 +492,11 @@ def _log_window(tracker: StepTracker, lanes: list[_Lane], batch_size: int, done:
 
 
 def _evaluation_points(run: _Run, state: DistillState, inputs, initial_teachers: PyTree | None,
-                       step: int, steps_per_epoch: int) -> list[dict[str, float]]:
+                       step: int, steps_per_epoch: int,
+                       replica_states: list[DistillState]) -> list[dict[str, float]]:
   """Each replica's accuracy and loss on every evaluation split at `step`; for a teacher
-  that trains, its test accuracy and its relative distance from its starting weights."""
+  that trains, its test accuracy and its relative distance from its starting weights
+  (`replica_states`: each replica's part of `state`)."""
   points = [{"step": step, "epoch": step / steps_per_epoch} for _ in range(run.num_replicas)]
   for split in inputs.eval_splits:
     results = step_lib.evaluate_replicas(run.student_eval_step, state.params, state.batch_stats,
@@ -508,7 +510,7 @@ def _evaluation_points(run: _Run, state: DistillState, inputs, initial_teachers:
       for k, (point, result) in enumerate(zip(points, results)):
         point[f"teacher/{i}/test_accuracy"] = result["accuracy"]
         point[f"teacher/{i}/relative_distance"] = _parameter_distance(
-            run.replica_state(state, k).params["teachers"][i], initial_teachers[i])
+            replica_states[k].params["teachers"][i], initial_teachers[i])
   return points
 
 
@@ -516,8 +518,10 @@ def _evaluate_and_save(run: _Run, state: DistillState, inputs, initial_teachers,
                        lanes: list[_Lane], selection_split: str, done: int) -> None:
   """Evaluates at step `done`, notes each lane's best step so far, and saves each lane (as
   its best too if so)."""
-  points = _evaluation_points(run, state, inputs, initial_teachers, done, inputs.steps_per_epoch)
-  for k, (lane, point) in enumerate(zip(lanes, points)):
+  replica_states = [run.replica_state(state, k) for k in range(len(lanes))]
+  points = _evaluation_points(run, state, inputs, initial_teachers, done, inputs.steps_per_epoch,
+                              replica_states)
+  for lane, point, replica_state in zip(lanes, points, replica_states):
     progress = lane.progress
     lane.writer.write_scalars(done, {n: v for n, v in point.items() if n not in ("step", "epoch")})
     progress["history"].append(point)
@@ -532,4 +536,4 @@ def _evaluate_and_save(run: _Run, state: DistillState, inputs, initial_teachers,
     if is_best:
       progress.update(best_selection_accuracy=selection, best_step=done,
                       test_accuracy_at_best=point["test/accuracy"])
-    lane.store.save(done, run.replica_state(state, k), progress, is_best=is_best)
+    lane.store.save(done, replica_state, progress, is_best=is_best)

@@ -58,11 +58,18 @@ def test_distillation_step_loads_exported_random_teacher_and_compiles_once():
 
 
 @pytest.mark.slow
-def test_replicated_step_counts_every_replica_and_compiles_once():
+def _measured_digits_kd(**fields):
+  """(case, result) of kd cnn_large → cnn_small on digits at batch 8, which must measure
+  without error or recompilation."""
   case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits",
-                                 replicas=3)
+                                 **fields)
   (result,) = step_benchmark.run_cases([case], common.Repetitions(1, 2, 1), log=lambda _: None)
   assert result.error is None and result.recompilations == 0
+  return case, result
+
+
+def test_replicated_step_counts_every_replica_and_compiles_once():
+  case, result = _measured_digits_kd(replicas=3)
   assert "× 3 replicas" in case.label()
   row = step_benchmark.results_table([result], None)[-1]
   total, per_replica = (float(cell) for cell in row.strip("|").split("|")[7:9])
@@ -73,10 +80,7 @@ def test_replicated_step_counts_every_replica_and_compiles_once():
 
 @pytest.mark.slow
 def test_several_steps_per_call_train_as_many_steps_and_compile_once():
-  case = step_benchmark.StepCase("kd", "cnn_large", "cnn_small", batch_size=8, dataset="digits",
-                                 steps_per_call=4)
-  (result,) = step_benchmark.run_cases([case], common.Repetitions(1, 2, 1), log=lambda _: None)
-  assert result.error is None and result.recompilations == 0
+  case, _ = _measured_digits_kd(steps_per_call=4)
   assert "4 steps per call" in case.label()
   with tempfile.TemporaryDirectory() as root:
     teacher = step_benchmark.TeacherExports(root).path("cnn_large", data.dataset_info("digits"))
