@@ -3,7 +3,7 @@
     python -m benchmarks.step --method kd --teacher resnet32x4 --student resnet8x4 --batch 64
     python -m benchmarks.step --method all --pair all --compare torch --quick --write-results
 
-The step is the one training uses: `jaxkd.train.build_run` on a CIFAR-recipe config
+The step is the one training uses: `jaxkd.run_builder.build_run` on a CIFAR-recipe config
 (`jaxkd.recipes.cifar_run`), so methods with extra modules or a trainable teacher are
 timed with everything they add. Teachers are randomly initialised and exported to a
 temporary folder, from which `build_run` loads them as it loads trained ones. The batch
@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import flops
-from jaxkd import checkpoint, data, methods, models, recipes, reporting, train
+from jaxkd import checkpoint, data, methods, models, recipes, reporting, run_builder
 from jaxkd import step as step_lib
 from jaxkd.methods import base
 from jaxkd.models import layers
@@ -183,7 +183,7 @@ class JaxTrainStep:
     if config.batch_size % mesh.size:
       raise ValueError(f"batch {config.batch_size} is not a multiple of the {mesh.size} devices")
     seeds = tuple(range(replicas)) if replicas > 1 else None
-    run, _ = train.build_run(config, info, info.num_train // config.batch_size, mesh, seeds)
+    run, _ = run_builder.build_run(config, info, info.num_train // config.batch_size, mesh, seeds)
     self.train_step, self.state = run.train_step, run.state
     if steps_per_call > 1:
       self.train_step = jax.jit(

@@ -1,7 +1,7 @@
 """Estimated wall time of a study's runs, from a few timed steps of each distinct method.
 
 Each distinct (method, student, teacher) of the runs is built once as the trainer builds it
-(`jaxkd.train.build_run`, the real input pipeline and compiled steps) and timed:
+(`jaxkd.run_builder.build_run`, the real input pipeline and compiled steps) and timed:
 - set-up: input, models, teachers and the first (compiling) train step, plus compiling
   the evaluation steps;
 - one train step: the mean over `probe_steps` steps after the compiling one;
@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 import jax
 import ml_collections
 
-from jaxkd import config_validation, data, reporting, train
+from jaxkd import config_validation, data, reporting, run_builder
 from jaxkd import step as step_lib
 from jaxkd.methods import base
 
@@ -55,7 +55,7 @@ def probe(config: ml_collections.ConfigDict, probe_steps: int = PROBE_STEPS) -> 
   started = time.perf_counter()
   mesh = step_lib.create_mesh()
   inputs = data.create_input(config, mesh)
-  run, _ = train.build_run(config, inputs.info, inputs.steps_per_epoch, mesh)
+  run, _ = run_builder.build_run(config, inputs.info, inputs.steps_per_epoch, mesh)
   batches = inputs.train_batches(0)
   state, _ = run.train_step(run.state, next(batches))
   jax.block_until_ready(state)

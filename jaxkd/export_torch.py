@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from jaxkd import checkpoint, import_torch, torch_checkpoint, torch_layout
+from jaxkd import checkpoint, command_errors, import_torch, torch_checkpoint, torch_layout
 
 
 def export_checkpoint(checkpoint_path: str, out_path: str) -> dict:
@@ -44,10 +44,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
+  with command_errors.exit_on_bad_input("jaxkd.export_torch"):
     description = export_checkpoint(args.checkpoint, args.out)
-  except (ValueError, FileNotFoundError, ImportError) as error:
-    sys.exit(f"jaxkd.export_torch: {error}")
   print(f"wrote {args.out}: {description['model']} with {description['num_classes']} classes, "
         f"layout of {torch_layout.layout_of(description['model']).source}")
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxkd import checkpoint, models, torch_checkpoint, torch_layout
+from jaxkd import checkpoint, command_errors, models, torch_checkpoint, torch_layout
 
 PyTree = Any
 
@@ -89,11 +89,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
+  with command_errors.exit_on_bad_input("jaxkd.import_torch"):
     import_checkpoint(args.model, args.num_classes, args.checkpoint, args.out,
                       args.mean, args.std, args.dataset)
-  except (ValueError, FileNotFoundError, ImportError) as error:
-    sys.exit(f"jaxkd.import_torch: {error}")
   print(f"wrote {os.path.abspath(args.out)}: {args.model} with {args.num_classes} classes from "
         f"{args.checkpoint}")
 

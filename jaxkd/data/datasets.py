@@ -100,18 +100,17 @@ def _register(source: DatasetSource) -> None:
   _SOURCES.register(source.info.name)(source)
 
 
-_register(DatasetSource(
-    info=DatasetInfo("cifar100", 100, (32, 32, 3), 50_000, 10_000, _CIFAR100_MEAN,
-                     _CIFAR100_STD, "cifar"),
-    tfds_name="cifar100", train_split="train", eval_split="test", fits_in_memory=True,
-    builder_module=None,
-    how_to_get=_offline_cifar_instruction("cifar100", "cifar-100-binary.tar.gz")))
-_register(DatasetSource(
-    info=DatasetInfo("cifar10", 10, (32, 32, 3), 50_000, 10_000, _CIFAR10_MEAN,
-                     _CIFAR10_STD, "cifar"),
-    tfds_name="cifar10", train_split="train", eval_split="test", fits_in_memory=True,
-    builder_module=None,
-    how_to_get=_offline_cifar_instruction("cifar10", "cifar-10-binary.tar.gz")))
+def _offline_cifar(name: str, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
+                   archive_name: str) -> DatasetSource:
+  """TFDS's own cifar10/cifar100 builder, fed offline from the official binary archive."""
+  return DatasetSource(
+      info=DatasetInfo(name, num_classes, (32, 32, 3), 50_000, 10_000, mean, std, "cifar"),
+      tfds_name=name, train_split="train", eval_split="test", fits_in_memory=True,
+      builder_module=None, how_to_get=_offline_cifar_instruction(name, archive_name))
+
+
+_register(_offline_cifar("cifar100", 100, _CIFAR100_MEAN, _CIFAR100_STD, "cifar-100-binary.tar.gz"))
+_register(_offline_cifar("cifar10", 10, _CIFAR10_MEAN, _CIFAR10_STD, "cifar-10-binary.tar.gz"))
 _register(DatasetSource(
     info=DatasetInfo("fashion_mnist", 10, (28, 28, 1), 60_000, 10_000, (0.2860,),
                      (0.3530,), "none"),

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 
 from jaxkd.models.common import kaiming_normal_fan_out, pooled_classifier
 from jaxkd.models.layers import ModuleDef, make_batch_norm, make_conv
-from jaxkd.models.resnet_cifar import BasicBlock
 
 BOTTLENECK_EXPANSION = 4
 

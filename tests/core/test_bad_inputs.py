@@ -15,7 +15,6 @@ import pytest
 
 from jaxkd import config_validation, methods, optim, recipes
 from jaxkd import main as cli
-from jaxkd.methods import base
 from jaxkd.ranges import Range
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")

@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxkd import checkpoint, data, run_record, train
+from jaxkd import data, run_lanes, run_record, train
 from tests.config_files import load_config
 from tests.core.test_train import REPO, digits_ce, exported_params
 
@@ -206,13 +206,13 @@ def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes(t
 @pytest.mark.slow
 def test_a_signal_during_the_last_evaluation_or_export_stops_after_the_results(
     tmp_path, monkeypatch):
-  finish = train._finish_lane  # pylint: disable=protected-access
+  finish = run_lanes.finish_lane
 
   def finish_while_signalled(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
     return finish(*args, **kwargs)
 
-  monkeypatch.setattr(train, "_finish_lane", finish_while_signalled)
+  monkeypatch.setattr(run_lanes, "finish_lane", finish_while_signalled)
   workdir = str(tmp_path / "run")
   with pytest.raises(train.TrainingInterrupted, match="SIGTERM arrived as the run finished"):
     train.train_and_evaluate(digits_ce(10), workdir)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkd import config_validation, recipes, replicas, train
+from jaxkd import config_validation, recipes, replicas, run_builder
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc
 
@@ -85,7 +85,7 @@ def test_each_replica_equals_the_single_run_with_its_seed(tmp_path, method):
   data = {seed: [random_batch(100 * seed + t) for t in range(STEPS)] for seed in SEEDS}
 
   mesh = step_lib.create_mesh(num_replicas=len(SEEDS))
-  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh, seeds=SEEDS)
+  run, _ = run_builder.build_run(config, INFO, steps_per_epoch=10, mesh=mesh, seeds=SEEDS)
   state = run.state
   for t in range(STEPS):
     stacked = jax.tree.map(lambda *x: np.stack(x), *(data[seed][t] for seed in SEEDS))
@@ -96,8 +96,8 @@ def test_each_replica_equals_the_single_run_with_its_seed(tmp_path, method):
   single_mesh = step_lib.create_mesh()
   single_step = None
   for k, seed in enumerate(SEEDS):
-    single, _ = train.build_run(replicas.replica_config(config, seed), INFO, steps_per_epoch=10,
-                                mesh=single_mesh)
+    single, _ = run_builder.build_run(replicas.replica_config(config, seed), INFO,
+                                      steps_per_epoch=10, mesh=single_mesh)
     single_step = single_step or single.train_step  # One compiled step serves every seed.
     single_state = single.state
     for batch in data[seed]:
@@ -116,13 +116,13 @@ def test_each_replica_equals_the_single_run_with_its_seed(tmp_path, method):
 def test_frozen_teacher_is_shared_and_a_trainable_one_replicated(tmp_path):
   teacher = export_random_teacher(tmp_path / "teacher")
   mesh = step_lib.create_mesh(num_replicas=2)
-  kd_run, _ = train.build_run(_config("kd", teacher), INFO, 10, mesh, seeds=(0, 1))
-  atsc_run, _ = train.build_run(_config("atsc", teacher), INFO, 10, mesh, seeds=(0, 1))
+  kd_run, _ = run_builder.build_run(_config("kd", teacher), INFO, 10, mesh, seeds=(0, 1))
+  atsc_run, _ = run_builder.build_run(_config("atsc", teacher), INFO, 10, mesh, seeds=(0, 1))
   kd_teacher = jax.tree.leaves(kd_run.state.params["teachers"])
   kd_student = jax.tree.leaves(kd_run.state.params["student"])
   atsc_teacher = jax.tree.leaves(atsc_run.state.params["teachers"])
   single_teacher = jax.tree.leaves(
-      train.build_run(_config("kd", teacher), INFO, 10, step_lib.create_mesh())[0]
+      run_builder.build_run(_config("kd", teacher), INFO, 10, step_lib.create_mesh())[0]
       .state.params["teachers"])
   assert [x.shape for x in kd_teacher] == [x.shape for x in single_teacher]
   assert all(x.shape[0] == 2 for x in kd_student + atsc_teacher)

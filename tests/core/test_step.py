@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxkd import optim, recipes, train
+from jaxkd import optim, recipes, run_builder
 from jaxkd import step as step_lib
 from jaxkd.methods import base
 
@@ -29,7 +29,7 @@ def batches(num, batch_size=16, seed=0):
 
 def run_steps(config, devices, data):
   mesh = step_lib.create_mesh(devices)
-  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  run, _ = run_builder.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
   state = run.state
   for batch in data:
     state, metrics = run.train_step(state, jax.device_put(batch, step_lib.batch_sharding(mesh)))
@@ -56,7 +56,7 @@ def test_eight_devices_equal_one_device(tmp_path, method):
 def test_frozen_teacher_is_bit_identical_and_student_moves(tmp_path, method):
   config = kd_config(export_random_teacher(tmp_path / "teacher"), method)
   mesh = step_lib.create_mesh()
-  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  run, _ = run_builder.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
   before = jax.device_get(run.state)
   state = run.state
   for batch in batches(3):
@@ -77,7 +77,7 @@ def test_a_method_trains_its_teachers_its_own_way_through_the_same_step(tmp_path
   each step moves its teacher so, and its student exactly as KD's own step does."""
   config = kd_config(export_random_teacher(tmp_path / "teacher"))
   mesh = step_lib.create_mesh()
-  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  run, _ = run_builder.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
 
   class HalvingTeacher(type(run.method)):
     def trainable(self, params):
@@ -119,7 +119,7 @@ def test_learning_rate_and_loss_metrics(tmp_path):
 def test_non_finite_loss_leaves_state_unchanged(tmp_path):
   config = kd_config(export_random_teacher(tmp_path / "teacher"))
   mesh = step_lib.create_mesh()
-  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  run, _ = run_builder.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
   before = jax.device_get(run.state)
   bad = batches(1)[0]
   bad["image"][0, 0, 0, 0] = np.nan
@@ -132,16 +132,16 @@ def test_non_finite_loss_leaves_state_unchanged(tmp_path):
 def test_teacher_checkpoint_of_another_architecture_is_refused(tmp_path):
   config = kd_config(export_random_teacher(tmp_path / "teacher", model_name="cnn_small"))
   with pytest.raises(ValueError, match="holds a 'cnn_small' model, but the config names 'cnn_large'"):
-    train.build_run(config, INFO, steps_per_epoch=10, mesh=step_lib.create_mesh())
+    run_builder.build_run(config, INFO, 10, step_lib.create_mesh())
 
 
 def test_teacher_checkpoint_with_other_classes_is_refused(tmp_path):
   config = kd_config(export_random_teacher(tmp_path / "teacher", num_classes=7))
   with pytest.raises(ValueError, match=r"does not match model 'cnn_large'.*classifier.*shape"):
-    train.build_run(config, INFO, steps_per_epoch=10, mesh=step_lib.create_mesh())
+    run_builder.build_run(config, INFO, 10, step_lib.create_mesh())
 
 
 def test_missing_teacher_checkpoint_says_how_to_make_one(tmp_path):
   config = kd_config(str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="method=ce"):
-    train.build_run(config, INFO, steps_per_epoch=10, mesh=step_lib.create_mesh())
+    run_builder.build_run(config, INFO, 10, step_lib.create_mesh())

@@ -60,6 +60,7 @@ def test_digits_split_and_statistics(digits_splits):
   digits = load_digits()
   permutation = np.random.default_rng(0).permutation(1797)
   np.testing.assert_array_equal(train_labels, digits.target[permutation[:1437]])
+  np.testing.assert_array_equal(test_labels, digits.target[permutation[1437:]])
   np.testing.assert_array_equal(
       test_images[..., 0], np.round(digits.images[permutation[1437:]] * 255 / 16))
   info = jaxkd.data.dataset_info("digits")

@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 import jaxkd.data
 from jaxkd.data import tf_augment

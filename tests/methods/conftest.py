@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import checkpoint, data, methods, recipes, train
+from jaxkd import checkpoint, data, methods, recipes, run_builder, train
 from jaxkd import step as step_lib
 from jaxkd.methods import base
 
@@ -61,7 +61,7 @@ def initial_and_final_state():
 
   def states(config, workdir):
     mesh = step_lib.create_mesh()
-    run, _ = train.build_run(config, data.dataset_info(config.dataset), steps_per_epoch=1,
+    run, _ = run_builder.build_run(config, data.dataset_info(config.dataset), steps_per_epoch=1,
                              mesh=mesh)
     store = checkpoint.CheckpointStore(workdir, config.keep_checkpoints)
     final, _ = store.restore_latest(run.state)

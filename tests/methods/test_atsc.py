@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd import config_schema, config_validation, methods, pipeline, recipes, train
+from jaxkd import config_schema, config_validation, methods, pipeline, recipes, run_builder
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc, projector
 
@@ -31,7 +31,7 @@ def build(tmp_path_factory, teachers=("cnn_large",), **hparams):
   config.atsc.update(hparams)
   config_validation.validate(config)
   mesh = step_lib.create_mesh()
-  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  run, _ = run_builder.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
   return run, mesh, jax.device_get(run.state)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxkd import config_schema, config_validation, methods, models, recipes, train
+from jaxkd import config_schema, config_validation, methods, models, recipes, run_builder, train
 from jaxkd import step as step_lib
 from jaxkd.methods import atsc, base, projector, simkd
 
@@ -99,7 +99,7 @@ def trained(tmp_path_factory):
   config.batch_size = 16
   config.conv_impl = "xla"
   mesh = step_lib.create_mesh()
-  run, _ = train.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
+  run, _ = run_builder.build_run(config, INFO, steps_per_epoch=10, mesh=mesh)
   before = jax.device_get(run.state)
   state, all_metrics = run.state, []
   for seed in range(3):
