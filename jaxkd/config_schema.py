@@ -64,6 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
   # results are those of the single run with its seed, in WORKDIR/seed_<s>.
   config.num_replicas = 1
   config.seeds = ""
+  # Settings of the method trained together, as replicas: 'kd.temperature=2,4,8' trains three
+  # runs (WORKDIR/temperature_<v>); ';' joins settings whose k-th values run together. Only
+  # the settings the loss may take traced (`Method.traced_settings`); with seeds, each
+  # setting runs with each seed (WORKDIR/temperature_<v>/seed_<s>).
+  config.sweep = ""
   # > 0: hold out this many training images (class-balanced, chosen by validation_seed alone)
   # as the 'validation' split; "best" checkpoints are then chosen on it, never on 'test'.
   config.validation_examples = 0

@@ -37,7 +37,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field} must be a {expected.__name__}, got {value!r} "
                        f"({type(value).__name__})")
   check_ranges("config", config, FIELD_RANGES)
-  replicas.replica_seeds(config)  # Malformed or contradictory seeds raise here.
+  runs = replicas.replica_runs(config)  # Malformed or contradictory seeds or sweeps raise here.
   for section in ("optimizer", "teacher_optimizer"):
     optim.validate(config[section], f"config.{section}", config.num_epochs)
   method = methods.create_method(config)  # Unknown method or method settings raise here.
@@ -47,6 +47,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in teacher_models:
     models.create_model(name, num_classes=2)
   method.validate()
+  for run in runs:
+    if run.settings:  # Each setting of a sweep: traced by the loss, and in its range.
+      method.with_settings(dict(run.settings))
+      methods.create_method(replicas.replica_config(config, run)).validate()
   if method.teacher_mode is not methods.base.TeacherMode.NONE:
     checkpoints = config_schema.split_names(config.teacher_checkpoint)
     if len(checkpoints) != len(teacher_models):

@@ -98,8 +98,8 @@ def cross_entropy(
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   num_classes = logits.shape[-1]
   targets = jax.nn.one_hot(labels, num_classes, dtype=log_probs.dtype)
-  if label_smoothing:
-    targets = (1.0 - label_smoothing) * targets + label_smoothing / num_classes
+  # No branch on ε: it may be traced (a sweep); ε = 0 leaves the one-hot targets exact.
+  targets = (1.0 - label_smoothing) * targets + label_smoothing / num_classes
   return -jnp.sum(targets * log_probs, axis=-1)
 
 

@@ -101,8 +101,8 @@ def validated_stages(config: ml_collections.ConfigDict,
     try:
       config_validation.validate(stages[name])
       if replicas.is_replicated(stages[name]):
-        raise ValueError("replicas (num_replicas, seeds) train single runs: run each stage "
-                         "with its own config, or the pipeline once per seed")
+        raise ValueError("replicas (num_replicas, seeds, sweep) train single runs: run each "
+                         "stage with its own config, or the pipeline once per seed")
     except ValueError as error:
       raise ValueError(f"stage '{name}': {error}") from None
   return stages

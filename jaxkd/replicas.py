@@ -1,20 +1,29 @@
-"""Several seeds of one run, trained together: `config.num_replicas` or `config.seeds`.
+"""Several runs of one config, trained together: seeds (`config.num_replicas`,
+`config.seeds`) and settings (`config.sweep`).
 
-A replicated run trains S independent runs of one config that differ only in their seed,
-in one jit-compiled step: the step is `jax.vmap`ped over a leading replica axis of the
-state (parameters, optimizer states, batch statistics, method state, RNG) and of the batch,
-and each replica draws its own data order and augmentation from its own seed. A frozen
-teacher is shared (one copy, not mapped); a teacher that trains is replicated.
+A replicated run trains S independent runs of one config in one jit-compiled step: the step
+is `jax.vmap`ped over a leading replica axis of the state (parameters, optimizer states,
+batch statistics, method state, RNG), and of the batch when the replicas' seeds differ;
+each replica draws its own data order and augmentation from its own seed. A frozen teacher
+is shared (one copy, not mapped); a teacher that trains is replicated.
 
-Replica k is the single run with seed s_k: it starts from the same variables, sees the same
+The replicas differ in their seed, or in settings of the method that its loss only does
+arithmetic with (`Method.traced_settings`: temperatures, loss weights), which the step
+takes as traced values, one per replica: `--config.sweep='kd.temperature=2,4,8'` trains
+three runs at T = 2, 4, 8 (several settings, separated by ';', take their k-th values
+together). With seeds as well, every setting runs with every seed.
+
+Replica k is the single run it stands for: it starts from the same variables, sees the same
 batches, and writes what that run would write (checkpoints, export, summary.json,
-fingerprint.json) to `workdir/seed_<s_k>` (`replica_workdir`), so that each replica can be
+fingerprint.json) to its own directory under the workdir (`Replica.directory`:
+`seed_<s>`, `temperature_4`, `temperature_4/seed_<s>`), so that each replica can be
 resumed, evaluated or used as a teacher as an ordinary run, and a study finds its seeds
 where it looks for them. The mesh has a `replica` axis beside `data` (`mesh_shape` says
 why it has size 1 today).
 """
 
-import os
+import dataclasses
+import itertools
 from typing import Any, Sequence
 
 import jax
@@ -42,9 +51,40 @@ def parse_seeds(text: str) -> tuple[int, ...]:
   return seeds
 
 
+def parse_sweep(text: str, method: str) -> dict[str, tuple[float, ...]]:
+  """'kd.temperature=2,4;kd.kd_weight=0.9,0.5' (method 'kd') → {'temperature': (2.0, 4.0),
+  'kd_weight': (0.9, 0.5)}; raises ValueError saying what is wrong."""
+  sweep = {}
+  for part in filter(None, (p.strip() for p in text.split(";"))):
+    path, _, values = part.partition("=")
+    section, _, field = path.strip().partition(".")
+    if not values or section != method or not field:
+      raise ValueError(f"config.sweep='{text}': each part is {method}.<setting>=v1,v2,... "
+                       f"(a setting of the run's method '{method}'), got '{part}'")
+    try:
+      sweep[field] = tuple(float(v) for v in config_schema.split_names(values))
+    except ValueError:
+      raise ValueError(f"config.sweep='{text}': the values of {path} must be numbers"
+                       ) from None
+    if len(set(sweep[field])) != len(sweep[field]):
+      raise ValueError(f"config.sweep='{text}' repeats a value of {path}")
+  if len({len(values) for values in sweep.values()}) > 1:
+    raise ValueError(f"config.sweep='{text}': every setting needs as many values (the k-th "
+                     "values run together)")
+  return sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class Replica:
+  """One run of a replicated run: its seed and its method settings (field → value)."""
+  seed: int
+  settings: tuple[tuple[str, float], ...] = ()
+  directory: str = ""  # Relative to the run's workdir.
+
+
 def is_replicated(config: ml_collections.ConfigDict) -> bool:
-  """Whether `config` asks for replicas (its results then go to seed_<s> directories)."""
-  return config.num_replicas > 1 or bool(config.seeds.strip())
+  """Whether `config` asks for replicas (its results then go to the replicas' directories)."""
+  return config.num_replicas > 1 or bool(config.seeds.strip()) or bool(config.sweep.strip())
 
 
 def replica_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -58,15 +98,40 @@ def replica_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return tuple(range(config.seed, config.seed + config.num_replicas))
 
 
-def replica_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
-  """The config of the single run that the replica with `seed` is."""
+def replica_runs(config: ml_collections.ConfigDict) -> tuple[Replica, ...]:
+  """Every replica of `config`: each setting of the sweep (if any) with each seed."""
+  seeded = config.num_replicas > 1 or bool(config.seeds.strip())
+  sweep = parse_sweep(config.sweep, config.method)
+  settings = [tuple(zip(sweep, values)) for values in zip(*sweep.values())] or [()]
+  runs = []
+  for chosen, seed in itertools.product(settings, replica_seeds(config)):
+    parts = [settings_directory(chosen)] if chosen else []
+    parts += [f"seed_{seed}"] if seeded else []
+    runs.append(Replica(seed, chosen, "/".join(parts)))
+  return tuple(runs)
+
+
+def settings_directory(settings: tuple[tuple[str, float], ...]) -> str:
+  """The directory name of a sweep's settings, e.g. 'temperature_4' ('' for none)."""
+  return "-".join(f"{field}_{value:g}" for field, value in settings)
+
+
+def sweep_values(runs: Sequence[Replica]) -> dict[str, tuple[float, ...]]:
+  """`{setting: each replica's value}` of the swept settings ({} without a sweep)."""
+  return {field: tuple(dict(run.settings)[field] for run in runs)
+          for field, _ in runs[0].settings}
+
+
+def replica_config(config: ml_collections.ConfigDict,
+                   replica: Replica) -> ml_collections.ConfigDict:
+  """The config of the single run that `replica` is."""
   single = ml_collections.ConfigDict(config.to_dict())
-  single.seed, single.num_replicas, single.seeds = seed, 1, ""
+  single.seed, single.num_replicas, single.seeds, single.sweep = replica.seed, 1, "", ""
+  if replica.settings and config.method not in single:
+    single[config.method] = ml_collections.ConfigDict()
+  for field, value in replica.settings:
+    single[config.method][field] = value
   return single
-
-
-def replica_workdir(workdir: str, seed: int) -> str:
-  return os.path.join(workdir, f"seed_{seed}")
 
 
 def mesh_shape(num_replicas: int, num_devices: int) -> tuple[int, int]:

@@ -11,12 +11,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+from absl import logging
 
 from jaxkd import config_schema, data, methods, model_loading, models, optim, replicas
 from jaxkd import step as step_lib
 from jaxkd.methods import base
 from jaxkd.state import DistillState
-from absl import logging
 
 
 @dataclasses.dataclass
@@ -33,6 +33,7 @@ class Run:
   state_axes: DistillState | None = None
   num_replicas: int = 1
   mesh: Any = None
+  shared_batch: bool = True  # One batch serves every replica (they share their seed).
 
   def replica_state(self, state: DistillState, index: int) -> DistillState:
     """Replica `index`'s state, as the single run with its seed holds it."""
@@ -60,12 +61,15 @@ def _output_shapes(module, params, batch_stats, image_shape):
 
 
 def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps_per_epoch: int,
-              mesh, seeds: tuple[int, ...] | None = None) -> tuple[Run, tuple[dict, ...]]:
+              mesh, seeds: tuple[int, ...] | None = None,
+              settings: dict[str, tuple[float, ...]] | None = None
+              ) -> tuple[Run, tuple[dict, ...]]:
   """Models, initial state (teachers loaded) and the jit-compiled steps of a run.
 
-  With `seeds` (`replicas.replica_seeds`), the state holds one replica per seed, stacked
-  (`step.state_axes`), each initialised as the single run with that seed would be, and the
-  steps map over them.
+  With `seeds` (one per replica, `replicas.replica_runs`), the state holds one replica per
+  seed, stacked (`step.state_axes`), each initialised as the single run with that seed
+  would be, and the steps map over them; `settings` gives each replica its own values of
+  settings of the method's `traced_settings` (`replicas.sweep_values`).
   """
   method = methods.create_method(config)
   dtype = _compute_dtype(config)
@@ -120,8 +124,10 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
            if replicated else jax.device_put(states[0], step_lib.replicated_sharding(mesh)))
 
   learning_rate = optim.learning_rate_schedule(config.optimizer, steps_per_epoch, num_epochs)
+  shared_batch = len(set(seeds or (config.seed,))) == 1
   train_step = step_lib.make_train_step(method, nets, optimizers, learning_rate,
-                                        steps_per_epoch, mesh, state_axes)
+                                        steps_per_epoch, mesh, state_axes, settings,
+                                        shared_batch)
   student_eval = step_lib.make_eval_step(
       lambda p, s, x: method.predict(nets, p, s, x), mesh, state_axes)
   teacher_evals = tuple(
@@ -131,7 +137,8 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
           mesh, state_axes)
       for i in range(len(teachers)))
   run = Run(method=method, nets=nets, state=state, train_step=train_step,
-             student_eval_step=student_eval, teacher_eval_steps=teacher_evals,
-             student_normalization=model_loading.input_normalization(student_description, info),
-             state_axes=state_axes, num_replicas=len(states), mesh=mesh)
+            student_eval_step=student_eval, teacher_eval_steps=teacher_evals,
+            student_normalization=model_loading.input_normalization(student_description, info),
+            state_axes=state_axes, num_replicas=len(states), mesh=mesh,
+            shared_batch=shared_batch)
   return run, descriptions

@@ -1,9 +1,10 @@
-"""A run's lanes: where each replica's results go, as the single run with its seed.
+"""A run's lanes: where each replica's results go, as the single run it stands for.
 
 A single run has one lane, the run itself; a replicated run (`jaxkd.replicas`) has one per
-seed, in `workdir/seed_<s>`. A lane holds its config, record (`fingerprint.json`, checked
-against what its directory holds before anything is built), checkpoints, metric writer and
-progress; here are its resume, its stop at a non-finite step, and its export and summary.
+replica, in its directory under the workdir (`seed_<s>`, `temperature_4`, …). A lane holds
+its config, record (`fingerprint.json`, checked against what its directory holds before
+anything is built), checkpoints, metric writer and progress; here are its resume, its stop
+at a non-finite step, and its export and summary.
 """
 
 import dataclasses
@@ -68,8 +69,9 @@ def checked_record(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
 
 @dataclasses.dataclass
 class Lane:
-  """Where one replica's results go: the single run with its seed (the run itself when not
-  replicated): its config, workdir, record, checkpoints, metric writer and progress."""
+  """Where one replica's results go: the single run it stands for (the run itself when not
+  replicated): its replica, config, workdir, record, checkpoints, metric writer and progress."""
+  replica: replicas.Replica
   config: ml_collections.ConfigDict
   workdir: str
   record: dict[str, Any]
@@ -80,18 +82,26 @@ class Lane:
       "last_test_accuracy": None, "teacher_test_accuracy": [], "history": [],
       "train_seconds": 0.0, "train_images": 0})
 
+  @property
+  def run_workdir(self) -> str:
+    """The workdir of the run the lane belongs to."""
+    if not self.replica.directory:
+      return self.workdir
+    return self.workdir[:-len(self.replica.directory)].rstrip(os.sep)
+
 
 def checked_lanes(config: ml_collections.ConfigDict, workdir: str) -> list[Lane]:
   """The lanes of a run, each checked against the run its directory holds (`checked_record`)
   before anything is built."""
   if not replicas.is_replicated(config):
-    return [Lane(config, workdir, checked_record(config, workdir))]
+    return [Lane(replicas.Replica(config.seed), config, workdir,
+                 checked_record(config, workdir))]
   lanes = []
-  for seed in replicas.replica_seeds(config):
-    single = replicas.replica_config(config, seed)
-    lane_dir = replicas.replica_workdir(workdir, seed)
+  for replica in replicas.replica_runs(config):
+    single = replicas.replica_config(config, replica)
+    lane_dir = os.path.join(workdir, replica.directory)
     os.makedirs(lane_dir, exist_ok=True)
-    lanes.append(Lane(single, lane_dir, checked_record(single, lane_dir)))
+    lanes.append(Lane(replica, single, lane_dir, checked_record(single, lane_dir)))
   return lanes
 
 
@@ -122,13 +132,12 @@ def raise_if_non_finite(tracker: StepTracker, lanes: list[Lane]) -> None:
     run_record.write_record(lane.workdir, dict(lane.record, diverged_at_step=step))
   last = lanes[0].store.latest_step()
   resume = f"resumes from step {last}" if last is not None else "starts again from step 0"
-  bad_seeds = ", ".join(str(lanes[k].config.seed) for k in bad_replicas)
-  where = f" in the replicas with seed {bad_seeds}" if len(lanes) > 1 else ""
+  bad_lanes = ", ".join(lanes[k].replica.directory for k in bad_replicas)
+  where = f" in the replicas {bad_lanes}" if len(lanes) > 1 else ""
   raise FloatingPointError(
       f"step {step} made {', '.join(names)} non-finite{where} (nothing after step {step - 1} "
       f"is saved): lower config.optimizer.learning_rate or check the data, then rerun with the "
-      f"same --workdir={os.path.dirname(lanes[0].workdir) if len(lanes) > 1 else lanes[0].workdir}"
-      f": it {resume}")
+      f"same --workdir={lanes[0].run_workdir}: it {resume}")
 
 
 def resume(run: run_builder.Run, lanes: list[Lane], model: str
@@ -186,7 +195,7 @@ def finish_lane(run: run_builder.Run, state: DistillState, lane: Lane, info, tot
   reporting.write_summary(lane.workdir, summary)
   curves.write_curves(lane.workdir)
   logging.info("Run finished%s: final test accuracy %s; test accuracy %s at the best %s step "
-               "%s.", f" (seed {config.seed})" if run.num_replicas > 1 else "",
+               "%s.", f" ({lane.replica.directory})" if lane.replica.directory else "",
                summary["final_test_accuracy"], summary["test_accuracy_at_best"],
                selection_split, summary["best_step"])
   return summary
@@ -195,16 +204,28 @@ def finish_lane(run: run_builder.Run, state: DistillState, lane: Lane, info, tot
 def replicated_summary(config: ml_collections.ConfigDict, workdir: str, lanes: list[Lane],
                         summaries: list[dict[str, Any]], wall_start: float) -> dict[str, Any]:
   """`workdir/summary.json` of a replicated run: where each replica's results are, and the
-  mean and sample standard deviation of their final test accuracy."""
-  finals = [s["final_test_accuracy"] for s in summaries if s["final_test_accuracy"] is not None]
+  mean and sample standard deviation of their final test accuracy (for a sweep, of each
+  setting's replicas: `settings`, keyed by the setting's directory)."""
+  groups: dict[str, list[float]] = {}
+  for lane, lane_summary in zip(lanes, summaries):
+    final = lane_summary["final_test_accuracy"]
+    groups.setdefault(replicas.settings_directory(lane.replica.settings), []).extend(
+        [] if final is None else [final])
   summary = {
       "method": config.method, "dataset": config.dataset, "student_model": config.student_model,
       "teacher_model": config.teacher_model,
-      "replicas": {os.path.relpath(lane.workdir, workdir): s for lane, s in zip(lanes, summaries)},
-      "final_test_accuracy_mean": float(np.mean(finals)) if finals else None,
-      "final_test_accuracy_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else None,
+      "replicas": {lane.replica.directory: s for lane, s in zip(lanes, summaries)},
+      **(_accuracy_statistics(groups[""]) if list(groups) == [""] else
+         {"settings": {name: _accuracy_statistics(finals) for name, finals in groups.items()}}),
       "steps": min(s["steps"] for s in summaries), "total_steps": summaries[0]["total_steps"],
       "wall_time_s": time.time() - wall_start, "hardware": reporting.hardware_description(),
   }
   reporting.write_summary(workdir, summary)
   return summary
+
+
+def _accuracy_statistics(finals: list[float]) -> dict[str, Any]:
+  """Mean and sample standard deviation of final test accuracies, and their number."""
+  return {"final_test_accuracy_mean": float(np.mean(finals)) if finals else None,
+          "final_test_accuracy_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else None,
+          "final_test_accuracy_count": len(finals)}

@@ -25,12 +25,13 @@ class StaleRunError(ValueError):
 # Fields that do not change what a run computes, or may change when it resumes: where data
 # and checkpoints live, how it is logged, evaluated and checkpointed, kernels chosen per
 # machine, `max_steps` (a longer one extends a shorter run), and whether it trained with
-# other seeds (a replica records the single run it is). Checkpoint paths are replaced by the
+# other seeds or settings (a replica records the single run it is). Checkpoint paths are replaced by the
 # fingerprints of the exports they name (`input_fingerprints`).
 RESUMABLE_FIELDS = ("data_dir", "input_path", "conv_impl", "eval_batch_size", "max_steps",
                     "log_every_steps", "eval_every_epochs", "eval_every_steps",
                     "checkpoint_every_steps", "keep_checkpoints", "restart_stages",
-                    "teacher_checkpoint", "student_checkpoint", "num_replicas", "seeds")
+                    "teacher_checkpoint", "student_checkpoint", "num_replicas", "seeds",
+                    "sweep")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

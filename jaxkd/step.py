@@ -3,7 +3,8 @@
 One code path from one CPU to a pod: the batch is sharded on the mesh's `data` axis,
 every parameter is replicated, and under jit batch norm reduces over the global batch.
 A replicated run (`jaxkd.replicas`) maps the same step over a leading replica axis of the
-state and the batch, and splits the replicas over the mesh's `replica` axis.
+state, the batch (unless the replicas share their seed) and the swept settings, and splits
+the replicas over the mesh's `replica` axis.
 """
 
 from typing import Any, Callable, Mapping
@@ -69,7 +70,8 @@ def _untrained(groups: Mapping[str, PyTree], trainable: Mapping[str, PyTree]) ->
 
 def make_train_step(method: base.Method, nets: base.Networks, optimizers: base.Optimizers,
                     learning_rate: optax.Schedule, steps_per_epoch: int,
-                    mesh: Mesh, state_axes: PyTree | None = None
+                    mesh: Mesh, state_axes: PyTree | None = None,
+                    settings: Mapping[str, Any] | None = None, shared_batch: bool = False
                     ) -> Callable[[DistillState, Mapping[str, jax.Array]],
                                   tuple[DistillState, dict[str, jax.Array]]]:
   """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
@@ -84,24 +86,27 @@ def make_train_step(method: base.Method, nets: base.Networks, optimizers: base.O
 
   With `state_axes` (`replicas.state_axes`: 0 on the replicated parts of the state, None on
   the shared ones) the step maps over stacked replicas: states and batches with a leading
-  replica axis, metrics per replica.
+  replica axis (one batch for all when `shared_batch`: the replicas share their seed),
+  metrics per replica. `settings` (`{setting: one value per replica}`, of the method's
+  `traced_settings`) are the replicas' own values of those settings, traced.
   """
 
-  def train_step(state: DistillState, batch: Mapping[str, jax.Array]):
+  def train_step(state: DistillState, batch: Mapping[str, jax.Array], values=None):
+    method_now = method.with_settings(values) if values else method
     rng = jax.random.fold_in(state.key(), state.step)
     step_info = base.StepInfo(step=state.step, epoch=state.step // steps_per_epoch + 1,
                               steps_per_epoch=steps_per_epoch, method_state=state.method_state)
-    trainable = method.trainable(state.params)
+    trainable = method_now.trainable(state.params)
 
     def loss_fn(trainable_params):
       params = dict(state.params, **trainable_params)
-      return method.loss(nets, params, state.batch_stats, batch, rng, step_info)
+      return method_now.loss(nets, params, state.batch_stats, batch, rng, step_info)
 
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-    new_state = method.apply_gradients(state, grads, batch_stats, optimizers)
+    new_state = method_now.apply_gradients(state, grads, batch_stats, optimizers)
     new_state = new_state.replace(step=state.step + 1)
-    new_state, post_metrics = method.post_update(nets, new_state, batch, rng, step_info,
-                                                 optimizers)
+    new_state, post_metrics = method_now.post_update(nets, new_state, batch, rng, step_info,
+                                                     optimizers)
     metrics = dict(metrics, **post_metrics)
     metrics["loss"] = loss
     nonfinite = non_finite_parts(new_state, metrics)
@@ -120,9 +125,21 @@ def make_train_step(method: base.Method, nets: base.Networks, optimizers: base.O
     return jax.jit(train_step, in_shardings=(replicated, batch_sharding(mesh)),
                    out_shardings=(replicated, replicated), donate_argnums=0)
   state_shardings = replicas.shardings(mesh, state_axes)
-  return jax.jit(jax.vmap(train_step, in_axes=(state_axes, 0), out_axes=(state_axes, 0)),
-                 in_shardings=(state_shardings, replica_batch_sharding(mesh)),
-                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+  batch_axis, batch_in = ((None, batch_sharding(mesh)) if shared_batch
+                          else (0, replica_batch_sharding(mesh)))
+  if not settings:
+    return jax.jit(jax.vmap(train_step, in_axes=(state_axes, batch_axis),
+                            out_axes=(state_axes, 0)),
+                   in_shardings=(state_shardings, batch_in),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+  per_replica = NamedSharding(mesh, PartitionSpec(replicas.REPLICA_AXIS))
+  values = jax.device_put({name: jnp.asarray(v, jnp.float32) for name, v in settings.items()},
+                          per_replica)
+  mapped = jax.jit(jax.vmap(train_step, in_axes=(state_axes, batch_axis, 0),
+                            out_axes=(state_axes, 0)),
+                   in_shardings=(state_shardings, batch_in, per_replica),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+  return lambda state, batch: mapped(state, batch, values)
 
 
 def state_axes(state: DistillState, method: base.Method) -> DistillState:

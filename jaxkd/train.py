@@ -63,21 +63,26 @@ def _stop_step(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple
 
 def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """One training run in `workdir`, resumed from its latest good checkpoint if there is one;
-  a replicated run trains its replicas in `workdir/seed_<s>` (`jaxkd.replicas`)."""
+  a replicated run trains its replicas in their directories under `workdir`
+  (`jaxkd.replicas`: `seed_<s>`, `temperature_4`, ...)."""
   wall_start = time.time()
   config_validation.validate(config)
   lanes = run_lanes.checked_lanes(config, workdir)
-  seeds = tuple(lane.config.seed for lane in lanes) if replicas.is_replicated(config) else None
+  replicated = replicas.is_replicated(config)
+  seeds = tuple(lane.config.seed for lane in lanes) if replicated else None
+  settings = replicas.sweep_values([lane.replica for lane in lanes]) if replicated else None
   if len(lanes) > 1 and jax.default_backend() == "cpu":
     logging.warning("%d replicas on the CPU: XLA:CPU computes the grouped convolutions of "
                     "replicated models several times slower than one run's (RESULTS.md, "
-                    "replicas); running the seeds one after another is faster here.", len(lanes))
+                    "replicas); running them one after another is faster here.", len(lanes))
   mesh = step_lib.create_mesh(num_replicas=len(lanes))
   inputs = data.create_input(lanes[0].config, mesh)
-  lane_inputs = [inputs] + [inputs.with_seed(lane.config.seed) for lane in lanes[1:]]
   info, steps_per_epoch = inputs.info, inputs.steps_per_epoch
   total_steps, stop_step = _stop_step(config, steps_per_epoch)
-  run, teacher_descriptions = run_builder.build_run(config, info, steps_per_epoch, mesh, seeds)
+  run, teacher_descriptions = run_builder.build_run(config, info, steps_per_epoch, mesh, seeds,
+                                                    settings)
+  lane_inputs = [inputs] + ([] if run.shared_batch else
+                            [inputs.with_seed(lane.config.seed) for lane in lanes[1:]])
   run_lanes.open_lanes(lanes, config.keep_checkpoints)
   selection_split = (data.VALIDATION_SPLIT if data.VALIDATION_SPLIT in inputs.eval_splits
                      else data.TEST_SPLIT)
@@ -113,7 +118,8 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
 
 
 def _train_batches(lane_inputs: list, start_step: int, mesh) -> Iterator[dict[str, jax.Array]]:
-  """The run's batches from `start_step`: each replica's own, stacked on a leading axis."""
+  """The run's batches from `start_step`: each replica's own, stacked on a leading axis (one
+  input: the batches every replica shares)."""
   if len(lane_inputs) == 1:
     yield from lane_inputs[0].train_batches(start_step)
     return
@@ -231,7 +237,7 @@ def _evaluate_and_save(run: run_builder.Run, state: DistillState, inputs, initia
     progress["history"].append(point)
     progress["last_test_accuracy"] = point["test/accuracy"]
     logging.info("step %d (epoch %.2f)%s: %s", done, point["epoch"],
-                 f" seed {lane.config.seed}" if len(lanes) > 1 else "", ", ".join(
+                 f" {lane.replica.directory}" if lane.replica.directory else "", ", ".join(
                      f"{name} {value:.4f}" for name, value in point.items()
                      if name.endswith("accuracy")))
     selection = point[f"{selection_split}/accuracy"]

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd import checkpoint, data, models
+from jaxkd import checkpoint, data, models, recipes
+from jaxkd.methods import atsc
 
 INFO = data.dataset_info("digits")  # 10 classes of 8×8×1 images.
 
@@ -22,3 +23,14 @@ def random_batch(seed, batch_size=16):
   rng = np.random.default_rng(seed)
   return {"image": rng.normal(size=(batch_size, *INFO.image_shape)).astype(np.float32),
           "label": rng.integers(0, INFO.num_classes, size=batch_size).astype(np.int32)}
+
+
+def method_config(method, teacher_dir, student_model="cnn_small"):
+  """The CIFAR recipe of `method` on digits, distilling from the cnn_large in `teacher_dir`
+  (ATSC with its teacher optimizer linked to the student's, as its config files do)."""
+  config = recipes.cifar_run(method, student_model, "digits")
+  if method == "atsc":
+    config = atsc.share_student_optimizer(config)
+  if method != "ce":
+    config.teacher_model, config.teacher_checkpoint = "cnn_large", teacher_dir
+  return config

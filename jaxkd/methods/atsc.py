@@ -65,6 +65,9 @@ class ATSC(simkd.SimKD):
 
   teacher_mode = base.TeacherMode.TRAINABLE
   multi_teacher = True
+  @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    return (*super().traced_settings(), "anchor_weight")
 
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:

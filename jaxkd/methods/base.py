@@ -9,7 +9,10 @@ built by `methods.create_method(config)` from its own config section and a `RunI
 - `loss(...)`: the scalar loss and namespaced metrics (`loss/ce`, `loss/kd`, ...);
 - `predict(...)`: the logits that evaluation scores (the student's own by default);
 - optionally `init_state(...)` / `post_update(...)`: state of its own and a second update
-  within the same jit-compiled step (ATSC updates the teacher head after the main update).
+  within the same jit-compiled step (ATSC updates the teacher head after the main update);
+- `traced_settings`: the settings its loss only does arithmetic with (temperatures, loss
+  weights), which a sweep (`config.sweep`) hands to the step as traced values, one per
+  replica (`with_settings`); every other setting changes the compiled code.
 
 Parameters and batch statistics are dicts with three groups:
 `{'student': ..., 'teachers': (t0, t1, ...), 'extra': ...}`. The trainer builds the run's
@@ -21,6 +24,7 @@ method that trains its teachers another way overrides those hooks; the step stay
 """
 
 import abc
+import copy
 import dataclasses
 import enum
 from typing import Any, Mapping
@@ -162,6 +166,22 @@ class Method(abc.ABC):
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict()
+
+  @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    """The numeric settings the loss only does arithmetic with, so that they may be traced."""
+    return ()
+
+  def with_settings(self, values: Mapping[str, jax.Array]) -> "Method":
+    """This method with `values` (of `traced_settings`, traced or not) as its settings."""
+    untraced = set(values) - set(self.traced_settings())
+    if untraced:
+      raise ValueError(f"config.sweep: {self.name}.{', '.join(sorted(untraced))} cannot be "
+                       f"traced (it changes the compiled code: train separate runs); "
+                       f"{self.name} can sweep {', '.join(self.traced_settings()) or 'nothing'}")
+    method = copy.copy(self)
+    method.hparams = ml_collections.ConfigDict(dict(self.hparams.to_dict(), **values))
+    return method
 
   @classmethod
   def ranges(cls) -> dict[str, Range]:

@@ -13,6 +13,9 @@ from jaxkd.ranges import PROBABILITY, Range
 @methods.register("ce")
 class CrossEntropy(base.Method):
   teacher_mode = base.TeacherMode.NONE
+  @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    return ("label_smoothing",)
 
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:

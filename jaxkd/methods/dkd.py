@@ -23,6 +23,10 @@ from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 @methods.register("dkd")
 class DecoupledKD(logit_method.LogitMethod):
   @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    return ("alpha", "beta", "temperature", "ce_weight", *targets.transform_traced())
+
+  @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"alpha": 1.0, "beta": 8.0, "temperature": 4.0,
                                       "ce_weight": 1.0, "warmup_epochs": 20,

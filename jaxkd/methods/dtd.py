@@ -146,7 +146,8 @@ def check_settings(hp: ml_collections.ConfigDict, section: str, names: tuple[str
 
 
 targets.register_transform("dtd", targets.Transform(
-    apply=tempered_target, defaults=SETTINGS, ranges=RANGES, check=check_settings))
+    apply=tempered_target, defaults=SETTINGS, ranges=RANGES, check=check_settings,
+    traced=("dtd_beta", "dtd_gamma", "dtd_min_temperature")))
 
 
 @methods.register("dtd")

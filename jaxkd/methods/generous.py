@@ -34,6 +34,10 @@ STD_EPS = 1e-7
 @methods.register("generous")
 class GenerousTeacher(logit_method.LogitMethod):
   @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    return ("std_multiple", "nckd_weight", "tckd_weight", "ce_weight")
+
+  @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "std_multiple": 2.0,  # k: T_i = k · std(z_i) (LS-KD's base τ; the paper's k unknown).

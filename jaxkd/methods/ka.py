@@ -124,7 +124,7 @@ def check_settings(hp: ml_collections.ConfigDict, section: str, names: tuple[str
 
 targets.register_transform("ka", targets.Transform(
     apply=adjusted_target, defaults=SETTINGS, ranges={"ka_rho": PROBABILITY},
-    check=check_settings))
+    check=check_settings, traced=("ka_rho",)))
 
 
 @methods.register("ka")

@@ -19,6 +19,9 @@ from jaxkd.ranges import NON_NEGATIVE, POSITIVE, Range
 @methods.register("kd")
 class KnowledgeDistillation(logit_method.LogitMethod):
   default_transforms = ""
+  @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    return ("temperature", "ce_weight", "kd_weight", *targets.transform_traced())
 
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:

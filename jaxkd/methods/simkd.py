@@ -60,6 +60,9 @@ class SimKD(base.Method):
   """SimKD with one frozen teacher; ATSC (`jaxkd.methods.atsc`) extends it."""
 
   teacher_mode = base.TeacherMode.FROZEN
+  @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    return ("feature_weight", "ce_weight", "kd_weight", "temperature")
 
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:

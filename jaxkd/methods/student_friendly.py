@@ -63,6 +63,10 @@ class LearningSimplifier(nn.Module):
 @methods.register("student_friendly")
 class StudentFriendlyKD(logit_method.LogitMethod):
   @classmethod
+  def traced_settings(cls) -> tuple[str, ...]:
+    return ("temperature", "ce_weight", "kd_weight", "simplifier_ce_weight")
+
+  @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "temperature": 4.0,  # T of the softening and of the student's softmax.

@@ -47,13 +47,15 @@ class Transform:
   defaults; `ranges`: the valid range of each numeric one; `check(hparams, section, names,
   accepts_distribution)`, if any, raises ValueError, saying what to fix, when the settings
   cannot work (`names`: the transforms the section applies; `accepts_distribution`: whether
-  the loss can take a target distribution instead of teacher logits).
+  the loss can take a target distribution instead of teacher logits); `traced`: the numeric
+  settings `apply` only does arithmetic with (`Method.traced_settings`).
   """
   apply: Callable[[TeacherTarget, jax.Array, ml_collections.ConfigDict],
                   tuple[TeacherTarget, base.Metrics]]
   defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
   ranges: dict[str, Range] = dataclasses.field(default_factory=dict)
   check: Callable[[ml_collections.ConfigDict, str, tuple[str, ...], bool], None] | None = None
+  traced: tuple[str, ...] = ()
 
 
 TRANSFORMS: Registry[Transform] = Registry("teacher transform")
@@ -76,6 +78,11 @@ def transform_ranges() -> dict[str, Range]:
   """The valid range of each numeric transform setting (`transform_defaults`)."""
   return {field: valid for name in TRANSFORMS.names()
           for field, valid in TRANSFORMS.get(name).ranges.items()}
+
+
+def transform_traced() -> tuple[str, ...]:
+  """The transform settings a sweep may trace (each transform's `traced`)."""
+  return tuple(field for name in TRANSFORMS.names() for field in TRANSFORMS.get(name).traced)
 
 
 def parse_transforms(spec: str) -> tuple[str, ...]:

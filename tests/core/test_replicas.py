@@ -13,9 +13,8 @@ import pytest
 
 from jaxkd import config_validation, recipes, replicas, run_builder
 from jaxkd import step as step_lib
-from jaxkd.methods import atsc
 
-from tests.random_teachers import INFO, export_random_teacher, random_batch
+from tests.random_teachers import INFO, export_random_teacher, method_config, random_batch
 
 SEEDS = (0, 1, 2)
 STEPS = 20
@@ -28,9 +27,46 @@ def test_seeds_from_config():
   assert replicas.replica_seeds(config) == (5, 6, 7)
   config.num_replicas, config.seeds = 1, "3, 0,7"
   assert replicas.is_replicated(config) and replicas.replica_seeds(config) == (3, 0, 7)
-  single = replicas.replica_config(config, 7)
+  runs = replicas.replica_runs(config)
+  assert [(r.seed, r.directory) for r in runs] == [(3, "seed_3"), (0, "seed_0"), (7, "seed_7")]
+  single = replicas.replica_config(config, runs[2])
   assert (single.seed, single.num_replicas, single.seeds) == (7, 1, "")
-  assert replicas.replica_workdir("/w", 7) == "/w/seed_7"
+  assert replicas.sweep_values(runs) == {}
+
+
+def test_a_sweep_runs_each_setting_with_each_seed():
+  config = recipes.cifar_run("kd", "cnn_small", "digits")
+  config.teacher_model, config.teacher_checkpoint = "cnn_large", "/unused"
+  config.sweep = "kd.temperature=2,8; kd.kd_weight=0.9,0.5"
+  runs = replicas.replica_runs(config)
+  assert replicas.is_replicated(config)
+  assert [r.directory for r in runs] == ["temperature_2-kd_weight_0.9",
+                                         "temperature_8-kd_weight_0.5"]
+  assert replicas.sweep_values(runs) == {"temperature": (2.0, 8.0), "kd_weight": (0.9, 0.5)}
+  single = replicas.replica_config(config, runs[1])
+  assert (single.kd.temperature, single.kd.kd_weight, single.sweep, single.seed) == (
+      8.0, 0.5, "", 0)
+  config.seeds = "0,1"
+  assert [r.directory for r in replicas.replica_runs(config)] == [
+      "temperature_2-kd_weight_0.9/seed_0", "temperature_2-kd_weight_0.9/seed_1",
+      "temperature_8-kd_weight_0.5/seed_0", "temperature_8-kd_weight_0.5/seed_1"]
+  config_validation.validate(config)
+
+
+@pytest.mark.parametrize("sweep,message", [
+    ("temperature=2,4", "each part is kd.<setting>=v1,v2"),
+    ("dkd.beta=2,4", "a setting of the run's method 'kd'"),
+    ("kd.temperature=2,x", "the values of kd.temperature must be numbers"),
+    ("kd.temperature=2,2", "repeats a value of kd.temperature"),
+    ("kd.temperature=2,4;kd.kd_weight=1", "every setting needs as many values"),
+    ("kd.transforms=1,2", r"kd.transforms cannot be traced \(it changes the compiled code"),
+    ("kd.temperature=-1,4", "config.kd.temperature must be > 0")])
+def test_bad_sweeps_are_one_line_errors(sweep, message):
+  config = recipes.cifar_run("kd", "cnn_small", "digits")
+  config.teacher_model, config.teacher_checkpoint = "cnn_large", "/unused"
+  config.sweep = sweep
+  with pytest.raises(ValueError, match=message):
+    config_validation.validate(config)
 
 
 @pytest.mark.parametrize("seeds,num_replicas,message", [
@@ -61,11 +97,7 @@ def test_stack_and_unstack_keep_shared_parts_whole():
 
 
 def _config(method, teacher_dir):
-  config = recipes.cifar_run(method, "cnn_small", "digits")
-  if method == "atsc":
-    config = atsc.share_student_optimizer(config)
-  if method != "ce":
-    config.teacher_model, config.teacher_checkpoint = "cnn_large", teacher_dir
+  config = method_config(method, teacher_dir)
   # At the recipe's 0.05, ATSC on random data is chaotic: one run on 8 devices and on 1
   # device differ by 1.6e-3 after 20 steps (float rounding, amplified); at 0.01 they agree.
   config.batch_size, config.conv_impl, config.optimizer.learning_rate = 16, "xla", 0.01
@@ -110,6 +142,41 @@ def test_each_replica_equals_the_single_run_with_its_seed(tmp_path, method):
       assert _max_difference(getattr(replica, field), getattr(single_state, field)) <= 1e-5, field
     np.testing.assert_array_equal(replica.rng, single_state.rng)
     assert abs(float(metrics["loss"][k]) - float(single_metrics["loss"])) <= 1e-5
+
+
+@pytest.mark.slow
+def test_each_setting_of_a_sweep_equals_the_single_run_with_it(tmp_path):
+  # ATSC (a replicated teacher, its head update) with atsc.anchor_weight=0,1,10 passes too;
+  # kd alone keeps CI short.
+  config = _config("kd", export_random_teacher(tmp_path / "teacher"))
+  config.sweep = "kd.temperature=2,4,8"
+  runs = replicas.replica_runs(config)
+  batches = [random_batch(t) for t in range(STEPS)]  # One seed: every replica's batches.
+  mesh = step_lib.create_mesh(num_replicas=len(runs))
+  run, _ = run_builder.build_run(config, INFO, 10, mesh, seeds=tuple(r.seed for r in runs),
+                                 settings=replicas.sweep_values(runs))
+  assert run.shared_batch
+  state = run.state
+  for batch in batches:
+    state, metrics = run.train_step(state, jax.device_put(batch, step_lib.batch_sharding(mesh)))
+  metrics = jax.device_get(metrics)
+  single_mesh = step_lib.create_mesh()
+  finals = []
+  for k, replica in enumerate(runs):
+    single, _ = run_builder.build_run(replicas.replica_config(config, replica), INFO, 10,
+                                      single_mesh)
+    single_state = single.state
+    for batch in batches:
+      single_state, single_metrics = single.train_step(
+          single_state, jax.device_put(batch, step_lib.batch_sharding(single_mesh)))
+    replica_state = jax.device_get(run.replica_state(state, k))
+    single_state = jax.device_get(single_state)
+    for field in ("params", "batch_stats", "student_opt_state", "method_state"):
+      assert _max_difference(getattr(replica_state, field),
+                             getattr(single_state, field)) <= 1e-5, (replica.directory, field)
+    assert abs(float(metrics["loss"][k]) - float(single_metrics["loss"])) <= 1e-5
+    finals.append(replica_state.params["student"])
+  assert _max_difference(finals[0], finals[-1]) > 1e-3  # The settings made different runs.
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Replicated runs end to end on digits: each replica lands where the single run with its seed
-would, resumes bit-identically, and a stopped run resumes from the step every replica holds."""
+(or setting) would, resumes bit-identically, and a stopped run resumes from the step every
+replica holds."""
 
 import json
 import os
@@ -81,3 +82,23 @@ def test_replicas_resume_from_the_step_every_replica_holds(tmp_path, digits_teac
       _student(digits_teacher, num_replicas=2, max_steps=20), workdir)
   assert summary["steps"] == 20
   assert [p["step"] for p in summary["replicas"]["seed_1"]["history"]] == [10, 20]
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_the_single_run_of_each_setting(tmp_path, digits_teacher):
+  workdir = str(tmp_path / "sweep")
+  summary = train.train_and_evaluate(
+      _student(digits_teacher, sweep="kd.temperature=1,8", max_steps=10), workdir)
+  assert set(summary["replicas"]) == {"temperature_1", "temperature_8"}
+  assert set(summary["settings"]) == {"temperature_1", "temperature_8"}
+  assert summary["settings"]["temperature_8"]["final_test_accuracy_count"] == 1
+  finals = {name: lane["final_test_accuracy"] for name, lane in summary["replicas"].items()}
+  assert finals["temperature_8"] == summary["settings"]["temperature_8"][
+      "final_test_accuracy_mean"]
+  # Each setting's directory is the single run with it: that run finds itself done.
+  single = _student(digits_teacher, max_steps=10)
+  single.kd.temperature = 8.0
+  done = train.train_and_evaluate(single, os.path.join(workdir, "temperature_8"))
+  assert done["final_test_accuracy"] == finals["temperature_8"]
+  assert done["config"]["kd"]["temperature"] == 8.0
+
