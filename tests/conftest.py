@@ -1,15 +1,26 @@
-"""Test setup: eight simulated CPU devices, so that sharding is exercised everywhere.
+"""Test setup: eight simulated CPU devices, so that sharding is exercised everywhere, and one
+JAX compilation cache for every process of a test session.
 
-The flag must be set before JAX initialises its backends, hence at import time here.
+The flags must be set before JAX initialises its backends, hence at import time here. The
+cache directory is made fresh by the first process (pytest itself, or the xdist controller),
+whose environment the workers and the subprocesses the tests start inherit: a program that
+several tests compile (the same model, method and shapes) is compiled once per session.
+`.ci/run` names its own fresh directory in $JAX_COMPILATION_CACHE_DIR.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxkd-tests-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture
