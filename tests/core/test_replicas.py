@@ -129,7 +129,8 @@ def test_each_replica_equals_the_single_run_with_its_seed(tmp_path, method):
   single_mesh = step_lib.create_mesh()
   single_step, students = None, []
   for k, seed in enumerate(SEEDS):
-    single, _ = run_builder.build_run(replicas.replica_config(config, seed), INFO,
+    single_config = replicas.replica_config(config, replicas.Replica(seed))
+    single, _ = run_builder.build_run(single_config, INFO,
                                       steps_per_epoch=10, mesh=single_mesh)
     single_step = single_step or single.train_step  # One compiled step serves every seed.
     single_state = single.state

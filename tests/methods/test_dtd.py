@@ -45,11 +45,13 @@ def dtd_loss(teacher, student, labels, tau, t2=True, weights=None):
   return 0.1 * np.mean(ref.cross_entropy(student, labels)) + 0.9 * kl.mean()
 
 
-def test_defaults(make_method):
-  hp = make_method("dtd").hparams
-  assert (hp.transforms, hp.dtd_weight, hp.dtd_beta, hp.dtd_gamma, hp.dtd_min_temperature,
-          hp.dtd_t2, hp.dtd_sample_weight, hp.temperature) == (
-              "dtd", "flsw", 1.0, 2.0, 1.0, True, False, 4.0)
+def test_default_loss(make_method, logit_loss_of, fixed_logits):
+  """By default: FLSW with β = 1, γ = 2, τ₀ = 4, τ ≥ 1, each sample's KL times τ_i², no
+  sample weights, 0.1 · CE + 0.9 · KD."""
+  total, _ = logit_loss_of(make_method("dtd"))
+  teacher, student, labels = fixed_logits.teacher, fixed_logits.student, fixed_logits.labels
+  tau = temperatures(student, teacher, "flsw", beta=1.0, gamma=2.0, tau0=4.0, tau_min=1.0)
+  assert total == pytest.approx(dtd_loss(teacher, student, labels, tau, t2=True), rel=1e-5)
 
 
 @pytest.mark.parametrize("kind, beta", [("flsw", 2.0), ("cwsm", 1.0)])

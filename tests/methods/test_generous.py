@@ -46,10 +46,13 @@ def gt_reference(teacher, student, labels, k, lam, source, classes, tckd_weight)
   return ce + k**2 * (lam * np.mean(nckd) + tckd_weight * np.mean(tckd)), t_student
 
 
-def test_defaults(make_method):
-  hp = make_method("generous").hparams
-  assert (hp.std_multiple, hp.nckd_weight, hp.ce_weight, hp.tckd_weight, hp.std_source,
-          hp.std_classes, hp.init_from_teacher) == (2.0, 1.0, 1.0, 0.0, "own", "all", False)
+def test_default_loss(make_method, logit_loss_of, fixed_logits):
+  """By default: CE + 1 · NCKD at T_i = 2 · std of each model's own logits over all classes,
+  no TCKD."""
+  total, _ = logit_loss_of(make_method("generous"))
+  expected, _ = gt_reference(fixed_logits.teacher, fixed_logits.student, fixed_logits.labels,
+                             2.0, 1.0, "own", "all", 0.0)
+  assert float(total) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("source, classes, tckd_weight", [

@@ -26,9 +26,12 @@ def kd_reference(teacher, student, labels, temperature, ce_weight, kd_weight):
   return ce_weight * ce.mean() + kd_weight * temperature**2 * kl.mean(), temperature**2 * kl.mean()
 
 
-def test_defaults_are_mdistillers_cifar_recipe(make_method):
-  hp = make_method("kd").hparams
-  assert (hp.temperature, hp.ce_weight, hp.kd_weight, hp.transforms) == (4.0, 0.1, 0.9, "")
+def test_default_loss_is_mdistillers_cifar_recipe(make_method, logit_loss_of, fixed_logits):
+  """What `--config.method=kd` trains with by default: 0.1 · CE + 0.9 · 4² · KL at T = 4."""
+  total, _ = logit_loss_of(make_method("kd"))
+  expected, _ = kd_reference(fixed_logits.teacher, fixed_logits.student, fixed_logits.labels,
+                             4.0, 0.1, 0.9)
+  assert total == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("settings", [{}, {"temperature": 2.0, "ce_weight": 1.0, "kd_weight": 1.0}])

@@ -59,11 +59,20 @@ def loss_of(method, nets, params, fixed_logits):
   return float(total), {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def test_defaults(make_method):
-  hp = make_method("student_friendly").hparams
-  assert (hp.temperature, hp.ce_weight, hp.kd_weight, hp.attention_axis, hp.num_heads, hp.dim,
-          hp.residual, hp.apply_temperature_again, hp.simplifier_ce_weight) == (
-              4.0, 1.0, 1.0, "batch", 1, 0, True, False, 1.0)
+def test_default_simplifier_and_loss(make_method, fixed_logits):
+  """By default: one-head residual attention over the batch on z_t / 4, the student at T = 4,
+  CE + KD + CE of the simplified logits, each weighted 1."""
+  method, nets, params = simplifier(make_method)
+  params = perturbed(params)
+  u = fixed_logits.teacher.astype(np.float64) / 4.0
+  simplified = batch_attention_reference(u, jax.device_get(params["attention"]), True)
+  total, _ = loss_of(method, nets, params, fixed_logits)
+  student, labels = fixed_logits.student, fixed_logits.labels
+  target = np.stack([ref.softmax(row) for row in simplified])
+  expected = (np.mean(ref.cross_entropy(student, labels))
+              + np.mean(ref.kl_to_target(target, student, 4.0))
+              + np.mean(ref.cross_entropy(simplified, labels)))
+  assert total == pytest.approx(expected, rel=1e-4)
 
 
 def test_residual_simplifier_starts_as_the_identity_so_the_loss_starts_as_kd(

@@ -24,6 +24,7 @@ def teacher_dir(tmp_path_factory):
   return export_random_teacher(tmp_path_factory.mktemp("teacher"))
 
 
+@pytest.mark.slow  # Compiles each method's loss and gradients three times (about 6 s each).
 @pytest.mark.parametrize("name", methods.METHODS.names())
 def test_traced_settings_give_the_loss_of_the_method_built_with_them(name, teacher_dir):
   config = method_config(name, teacher_dir)
