@@ -267,11 +267,13 @@ def results_table(summary: dict) -> str:
   that scored best on the split named under `chosen by` (validation when the run holds one out).
   """
   runs = summary.get("stages") or summary.get("replicas") or {"run": summary}
-  lines = [f"{'stage':10s} {'method':18s} {'model':12s} {'test acc':>9s} {'test@best':>9s} "
+  heading = "stage" if "stages" in summary else "run"
+  width = max(10, *(len(name) for name in runs))
+  lines = [f"{heading:{width}s} {'method':18s} {'model':12s} {'test acc':>9s} {'test@best':>9s} "
            f"{'chosen by':>10s} {'steps':>7s} {'wall s':>7s}"]
   for name, run in runs.items():
     final, at_best = run["final_test_accuracy"], run["test_accuracy_at_best"]
-    lines.append(f"{name:10s} {run['method']:18s} {run.get('student_model', ''):12s} "
+    lines.append(f"{name:{width}s} {run['method']:18s} {run.get('student_model', ''):12s} "
                  f"{final if final is None else f'{final:.4f}':>9} "
                  f"{at_best if at_best is None else f'{at_best:.4f}':>9} "
                  f"{run['best_selected_by']:>10s} {run['steps']:7d} {run['wall_time_s']:7.1f}")

@@ -196,3 +196,14 @@ def test_a_pipeline_stage_with_replicas_is_refused():
   config.stages.student.num_replicas = 2
   with pytest.raises(ValueError, match="stage 'student': replicas"):
     pipeline.validated_stages(config, "/tmp/unused")
+
+
+def test_the_results_table_names_each_replica_in_its_own_aligned_row():
+  from jaxkd import main  # pylint: disable=g-import-not-at-top
+  row = {"method": "ce", "student_model": "cnn_small", "final_test_accuracy": 0.75,
+         "test_accuracy_at_best": 0.75, "best_selected_by": "test", "steps": 40,
+         "wall_time_s": 2.0}
+  names = ["label_smoothing_0", "label_smoothing_0.1/seed_3"]
+  lines = main.results_table({"replicas": {name: row for name in names}}).splitlines()
+  assert lines[0].startswith("run ") and [line.split()[0] for line in lines[1:]] == names
+  assert len({line.index(" ce ") for line in lines[1:]} | {lines[0].index(" method")}) == 1
