@@ -82,9 +82,13 @@ class Replica:
   directory: str = ""  # Relative to the run's workdir.
 
 
+def _asks_for_seeds(config: ml_collections.ConfigDict) -> bool:
+  return config.num_replicas > 1 or bool(config.seeds.strip())
+
+
 def is_replicated(config: ml_collections.ConfigDict) -> bool:
   """Whether `config` asks for replicas (its results then go to the replicas' directories)."""
-  return config.num_replicas > 1 or bool(config.seeds.strip()) or bool(config.sweep.strip())
+  return _asks_for_seeds(config) or bool(config.sweep.strip())
 
 
 def replica_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -100,7 +104,7 @@ def replica_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 
 def replica_runs(config: ml_collections.ConfigDict) -> tuple[Replica, ...]:
   """Every replica of `config`: each setting of the sweep (if any) with each seed."""
-  seeded = config.num_replicas > 1 or bool(config.seeds.strip())
+  seeded = _asks_for_seeds(config)
   sweep = parse_sweep(config.sweep, config.method)
   settings = [tuple(zip(sweep, values)) for values in zip(*sweep.values())] or [()]
   runs = []
