@@ -29,10 +29,15 @@ STATE_FIELDS = ("params", "batch_stats", "student_opt_state", "teacher_opt_state
 
 def create_mesh(devices: list[jax.Device] | None = None, num_replicas: int = 1) -> Mesh:
   """A (`replica`, `data`) mesh over all devices (of all processes): the replicas of a
-  replicated run over the first axis (`replicas.mesh_shape`), each batch over the second."""
+  replicated run over the first axis (`replicas.mesh_shape`), each batch over the second.
+
+  Device d·R + r sits at (replica r, data d), so that each process's devices hold one block
+  of the data axis in every replica group (each process loads its part of every batch)."""
   devices = jax.devices() if devices is None else devices
-  shape = replicas.mesh_shape(num_replicas, len(devices))
-  return Mesh(np.asarray(devices).reshape(shape), (replicas.REPLICA_AXIS, DATA_AXIS))
+  replica_shards, data_shards = replicas.mesh_shape(num_replicas, len(devices),
+                                                    len(devices) // jax.process_count())
+  grid = np.asarray(devices).reshape(data_shards, replica_shards).T
+  return Mesh(grid, (replicas.REPLICA_AXIS, DATA_AXIS))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -128,15 +133,15 @@ def make_train_step(method: base.Method, nets: base.Networks, optimizers: base.O
   batch_axis, batch_in = ((None, batch_sharding(mesh)) if shared_batch
                           else (0, replica_batch_sharding(mesh)))
   if not settings:
-    return jax.jit(jax.vmap(train_step, in_axes=(state_axes, batch_axis),
-                            out_axes=(state_axes, 0)),
+    return jax.jit(replicas.map_replicas(train_step, mesh, in_axes=(state_axes, batch_axis),
+                                         out_axes=(state_axes, 0)),
                    in_shardings=(state_shardings, batch_in),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
   per_replica = NamedSharding(mesh, PartitionSpec(replicas.REPLICA_AXIS))
   values = jax.device_put({name: jnp.asarray(v, jnp.float32) for name, v in settings.items()},
                           per_replica)
-  mapped = jax.jit(jax.vmap(train_step, in_axes=(state_axes, batch_axis, 0),
-                            out_axes=(state_axes, 0)),
+  mapped = jax.jit(replicas.map_replicas(train_step, mesh, in_axes=(state_axes, batch_axis, 0),
+                                         out_axes=(state_axes, 0)),
                    in_shardings=(state_shardings, batch_in, per_replica),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
   return lambda state, batch: mapped(state, batch, values)
@@ -177,7 +182,8 @@ def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],
     return jax.jit(eval_step, in_shardings=(replicated, replicated, batch_sharding(mesh)),
                    out_shardings=replicated)
   variable_axes = (state_axes.params, state_axes.batch_stats)
-  return jax.jit(jax.vmap(eval_step, in_axes=(*variable_axes, None)),
+  return jax.jit(replicas.map_replicas(eval_step, mesh, in_axes=(*variable_axes, None),
+                                       out_axes=0),
                  in_shardings=(*(replicas.shardings(mesh, a) for a in variable_axes),
                                batch_sharding(mesh)),
                  out_shardings=replicated)
