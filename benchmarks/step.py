@@ -186,10 +186,13 @@ class JaxTrainStep:
     run, _ = run_builder.build_run(config, info, info.num_train // config.batch_size, mesh, seeds)
     self.train_step, self.state = run.train_step, run.state
     if steps_per_call > 1:
+      # The state leaves as it came in (the step's own shardings), so that the next call
+      # finds the same executable.
+      state_shardings = jax.tree.map(lambda x: x.sharding, run.state)
       self.train_step = jax.jit(
           lambda state, batch: jax.lax.scan(lambda s, _: run.train_step(s, batch), state,
                                             length=steps_per_call),
-          donate_argnums=0)
+          out_shardings=(state_shardings, None), donate_argnums=0)
     if seeds is None:
       self.batch = synthetic_batch(info, config.batch_size, mesh)
     else:

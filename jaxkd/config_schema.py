@@ -15,8 +15,8 @@ import ml_collections
 
 # Fields that a pipeline shares with each of its stages, by reference.
 SHARED_FIELDS = ("dataset", "data_dir", "batch_size", "eval_batch_size", "num_epochs",
-                 "max_steps", "seed", "input_path", "half_precision", "conv_impl",
-                 "validation_examples", "validation_seed")
+                 "max_steps", "seed", "num_replicas", "seeds", "input_path", "half_precision",
+                 "conv_impl", "validation_examples", "validation_seed")
 
 
 def sgd_config(learning_rate: float = 0.05, weight_decay: float = 5e-4,

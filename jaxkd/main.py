@@ -260,13 +260,26 @@ def main(argv: list[str]) -> None:
   print(results_table(summary))
 
 
+def _single_runs(summary: dict, prefix: str = "") -> dict[str, dict]:
+  """`{name: summary}` of the single runs under a pipeline's or a replicated run's summary
+  ('student/seed_1' for a replica of a stage); {} for a single run's."""
+  parts = summary.get("stages") or summary.get("replicas")
+  if not parts:
+    return {}
+  runs = {}
+  for name, part in parts.items():
+    path = f"{prefix}/{name}" if prefix else name
+    runs.update(_single_runs(part, path) or {path: part})
+  return runs
+
+
 def results_table(summary: dict) -> str:
   """One line per run (per stage of a pipeline): what was trained and how well.
 
   `test acc` is the test accuracy at the last step; `test@best` the test accuracy at the step
   that scored best on the split named under `chosen by` (validation when the run holds one out).
   """
-  runs = summary.get("stages") or summary.get("replicas") or {"run": summary}
+  runs = _single_runs(summary) or {"run": summary}
   heading = "stage" if "stages" in summary else "run"
   width = max(10, *(len(name) for name in runs))
   lines = [f"{heading:{width}s} {'method':18s} {'model':12s} {'test acc':>9s} {'test@best':>9s} "

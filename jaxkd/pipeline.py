@@ -10,6 +10,10 @@ A stage names an earlier stage's model as its teacher with `teacher_checkpoint='
 Before any stage trains, every stage's config is validated and checked against the run its
 directory holds: a changed stage stops the pipeline with one line naming what changed,
 unless `restart_stages` names it (or a stage it learns from), which retrains it.
+
+Seeds (`--config.seeds=0,1,2` or `num_replicas`, shared by every stage) replicate the whole
+chain: each stage trains its seeds together as replicas (`jaxkd.replicas`), and seed s of
+a stage learns from seed s of the stage it names (`WORKDIR/<stage>/seed_<s>`).
 """
 
 import os
@@ -22,6 +26,12 @@ from jaxkd import checkpoint, config_validation, replicas, reporting, run_record
 from jaxkd.config_schema import split_names
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
+# What the pipeline's summary repeats of its last stage's (a single run's or, with seeds, the
+# replicated run's).
+LAST_STAGE_FIELDS = ("final_test_accuracy", "test_accuracy_at_best", "best_selected_by",
+                     "best_step", "steps", "images_per_s", "method", "dataset", "finished",
+                     "final_test_accuracy_mean", "final_test_accuracy_std",
+                     "final_test_accuracy_count")
 
 
 def stage_references(stage: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -38,9 +48,11 @@ def resolve_stage(config: ml_collections.ConfigDict, name: str,
                   workdir: str) -> ml_collections.ConfigDict:
   """Stage `name` of a pipeline, its '@stage' teacher references made into paths.
 
-  A reference points at `workdir/<stage>`. When the pipeline's `teacher_checkpoint` is
-  set, its comma-separated entries replace, in order, the references to root stages
-  (those that train from scratch: the teachers); references to later stages stay.
+  A reference points at `workdir/<stage>` (at `workdir/<stage>/seed_{seed}` when the stages
+  train several seeds: each replica completes it with its seed). When the pipeline's
+  `teacher_checkpoint` is set, its comma-separated entries replace, in order, the
+  references to root stages (those that train from scratch: the teachers); references to
+  later stages stay.
   """
   stage = config.stages[name]
   resolved = stage.copy_and_resolve_references()
@@ -55,8 +67,11 @@ def resolve_stage(config: ml_collections.ConfigDict, name: str,
                      f"the {len(replaced)} teacher stage(s) {', '.join(replaced)}: give one per "
                      "teacher, comma-separated")
   given = iter(overrides)
+  seed_part = ((replicas.seed_directory(replicas.SEED_PLACEHOLDER),)
+               if replicas.asks_for_seeds(stage) else ())
   resolved.teacher_checkpoint = ",".join(
-      next(given) if p in replaced else os.path.join(workdir, p[1:]) if p.startswith("@") else p
+      next(given) if p in replaced
+      else os.path.join(workdir, p[1:], *seed_part) if p.startswith("@") else p
       for p in entries)
   return resolved
 
@@ -100,23 +115,33 @@ def validated_stages(config: ml_collections.ConfigDict,
     stages[name] = resolve_stage(config, name, workdir)
     try:
       config_validation.validate(stages[name])
-      if replicas.is_replicated(stages[name]):
-        raise ValueError("replicas (num_replicas, seeds, sweep) train single runs: run each "
-                         "stage with its own config, or the pipeline once per seed")
+      if stages[name].sweep.strip():
+        raise ValueError("a sweep trains a single run's settings: run the stage's config on "
+                         "its own, with --config.teacher_checkpoint naming its teacher")
     except ValueError as error:
       raise ValueError(f"stage '{name}': {error}") from None
   return stages
 
 
-def _expected_inputs(stage: ml_collections.ConfigDict, recorded: dict, workdir: str,
+def _source_stage(path: str, workdir: str) -> str | None:
+  """The stage whose run `path` is (`workdir/<stage>` or one of its seeds), else None."""
+  parts = os.path.relpath(path, workdir).split(os.sep)
+  if parts[0] == os.pardir or len(parts) > 2:
+    return None
+  if len(parts) == 2 and not parts[1].startswith(replicas.seed_directory("")):
+    return None
+  return parts[0]
+
+
+def _expected_inputs(run: ml_collections.ConfigDict, recorded: dict, workdir: str,
                      training: set[str]) -> dict[str, Any]:
-  """The input fingerprints `stage` (resolved) will see: its recorded ones, with each teacher
-  that is an earlier stage replaced by that stage's export now, or marked as retrained
-  when that stage trains in this run."""
+  """The input fingerprints a stage's run (resolved; one replica's) will see: its recorded
+  ones, with each teacher that is an earlier stage replaced by that stage's export now, or
+  marked as retrained when that stage trains in this run."""
   inputs = dict(recorded["inputs"])
-  for i, path in enumerate(split_names(stage.teacher_checkpoint)):
-    source = os.path.basename(path)
-    if path != os.path.join(workdir, source):
+  for i, path in enumerate(split_names(run.teacher_checkpoint)):
+    source = _source_stage(path, workdir)
+    if source is None:
       continue  # A given checkpoint, not a stage's: checked when the stage starts.
     if source in training:
       inputs[f"teacher {i}"] = {"sha256": None, "step": f"(stage '{source}' trains first)"}
@@ -131,23 +156,28 @@ def _plan(stages: dict[str, ml_collections.ConfigDict], workdir: str,
   every changed stage that `restart` does not retrain."""
   training, stale = set(), {}
   for name, stage in stages.items():
-    stage_dir = os.path.join(workdir, name)
-    recorded = run_record.read_record(stage_dir)
-    changes = []
-    if recorded and checkpoint.has_results(stage_dir):
-      expected = {"config": run_record.config_fingerprint(stage),
-                  "inputs": _expected_inputs(stage, recorded, workdir, training)}
-      changes = run_record.record_changes(recorded, expected)
-      if changes and name not in restart and recorded["diverged_at_step"] is None:
-        stale[name] = "; ".join(changes)
-    previous = reporting.read_summary(stage_dir)
-    if changes or not (previous and reached_stop(previous, stage.max_steps)):
-      training.add(name)
+    for replica, run in replicas.single_runs(stage):
+      run_dir = os.path.join(workdir, name, replica.directory)
+      recorded = run_record.read_record(run_dir)
+      changes = []
+      if recorded and checkpoint.has_results(run_dir):
+        expected = {"config": run_record.config_fingerprint(run),
+                    "inputs": _expected_inputs(run, recorded, workdir, training)}
+        changes = run_record.record_changes(recorded, expected)
+        if changes and name not in restart and recorded["diverged_at_step"] is None:
+          where = f"{name}/{replica.directory}" if replica.directory else name
+          stale[where] = "; ".join(changes)
+      previous = reporting.read_summary(run_dir)
+      if changes or not (previous and reached_stop(previous, run.max_steps)):
+        training.add(name)
+    if reporting.read_summary(os.path.join(workdir, name)) is None:
+      training.add(name)  # Its replicas finished, but not the summary of them all.
   if stale:
     raise run_record.StaleRunError(
         f"stage(s) changed since they ran in {workdir}: "
         + ", ".join(f"'{name}' ({changes})" for name, changes in stale.items())
-        + f"; use a new --workdir, or --config.restart_stages={','.join(stale)} to retrain "
+        + "; use a new --workdir, or --config.restart_stages="
+        + ",".join(dict.fromkeys(name.split("/")[0] for name in stale)) + " to retrain "
         "them (their old runs are moved aside)")
   return training
 
@@ -174,9 +204,7 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
       stage.restart_stages = "run"
     summaries[name] = run(stage, stage_dir)
   last = summaries[next(reversed(summaries))]
-  summary = {key: last[key] for key in ("final_test_accuracy", "test_accuracy_at_best",
-                                        "best_selected_by", "best_step", "steps",
-                                        "images_per_s", "method", "dataset", "finished")}
+  summary = {key: last[key] for key in LAST_STAGE_FIELDS if key in last}
   summary["wall_time_s"] = sum(s["wall_time_s"] for s in summaries.values())
   summary["stages"] = summaries
   summary["config"] = config.to_dict()

@@ -37,6 +37,7 @@ from jaxkd import config_schema
 
 PyTree = Any
 REPLICA_AXIS = "replica"
+SEED_PLACEHOLDER = "{seed}"
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -84,13 +85,20 @@ class Replica:
   directory: str = ""  # Relative to the run's workdir.
 
 
-def _asks_for_seeds(config: ml_collections.ConfigDict) -> bool:
+def asks_for_seeds(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config` trains several seeds (each in its `seed_<s>` directory)."""
   return config.num_replicas > 1 or bool(config.seeds.strip())
+
+
+def seed_directory(seed: int | str) -> str:
+  """The directory of a seed's replica under the run's workdir ('seed_{seed}' with the
+  placeholder, for paths that each replica completes with its own seed)."""
+  return f"seed_{seed}"
 
 
 def is_replicated(config: ml_collections.ConfigDict) -> bool:
   """Whether `config` asks for replicas (its results then go to the replicas' directories)."""
-  return _asks_for_seeds(config) or bool(config.sweep.strip())
+  return asks_for_seeds(config) or bool(config.sweep.strip())
 
 
 def replica_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -106,13 +114,13 @@ def replica_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 
 def replica_runs(config: ml_collections.ConfigDict) -> tuple[Replica, ...]:
   """Every replica of `config`: each setting of the sweep (if any) with each seed."""
-  seeded = _asks_for_seeds(config)
+  seeded = asks_for_seeds(config)
   sweep = parse_sweep(config.sweep, config.method)
   settings = [tuple(zip(sweep, values)) for values in zip(*sweep.values())] or [()]
   runs = []
   for chosen, seed in itertools.product(settings, replica_seeds(config)):
     parts = [settings_directory(chosen)] if chosen else []
-    parts += [f"seed_{seed}"] if seeded else []
+    parts += [seed_directory(seed)] if seeded else []
     runs.append(Replica(seed, chosen, "/".join(parts)))
   return tuple(runs)
 
@@ -128,10 +136,31 @@ def sweep_values(runs: Sequence[Replica]) -> dict[str, tuple[float, ...]]:
           for field, _ in runs[0].settings}
 
 
+def with_seed_paths(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  """`config` with `{seed}` in its `teacher_checkpoint` replaced by `seed` (the same config
+  when it has none): seed s of a run distils from its own teacher, e.g.
+  `--config.teacher_checkpoint=teachers/seed_{seed}` (and stage s of a replicated pipeline
+  from stage s of the stage before)."""
+  if SEED_PLACEHOLDER not in config.teacher_checkpoint:
+    return config
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.teacher_checkpoint = config.teacher_checkpoint.replace(SEED_PLACEHOLDER, str(seed))
+  return resolved
+
+
+def single_runs(config: ml_collections.ConfigDict
+                ) -> list[tuple[Replica, ml_collections.ConfigDict]]:
+  """Each single run that `config` stands for, with its config: every replica of a
+  replicated run (`replica_runs`), or the run itself (directory '')."""
+  if not is_replicated(config):
+    return [(Replica(config.seed), with_seed_paths(config, config.seed))]
+  return [(replica, replica_config(config, replica)) for replica in replica_runs(config)]
+
+
 def replica_config(config: ml_collections.ConfigDict,
                    replica: Replica) -> ml_collections.ConfigDict:
   """The config of the single run that `replica` is."""
-  single = ml_collections.ConfigDict(config.to_dict())
+  single = with_seed_paths(ml_collections.ConfigDict(config.to_dict()), replica.seed)
   single.seed, single.num_replicas, single.seeds, single.sweep = replica.seed, 1, "", ""
   if replica.settings and config.method not in single:
     single[config.method] = ml_collections.ConfigDict()

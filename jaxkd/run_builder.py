@@ -62,7 +62,8 @@ def _output_shapes(module, params, batch_stats, image_shape):
 
 def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps_per_epoch: int,
               mesh, seeds: tuple[int, ...] | None = None,
-              settings: dict[str, tuple[float, ...]] | None = None
+              settings: dict[str, tuple[float, ...]] | None = None,
+              teacher_checkpoints: tuple[str, ...] | None = None
               ) -> tuple[Run, tuple[dict, ...]]:
   """Models, initial state (teachers loaded) and the jit-compiled steps of a run.
 
@@ -70,6 +71,9 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
   seed, stacked (`step.state_axes`), each initialised as the single run with that seed
   would be, and the steps map over them; `settings` gives each replica its own values of
   settings of the method's `traced_settings` (`replicas.sweep_values`).
+  `teacher_checkpoints` gives each replica's own `teacher_checkpoint` when they differ
+  (`{seed}` in the path: `replicas.replica_config`); the replicas then hold their own
+  teachers even when frozen. Without it, every replica loads `config.teacher_checkpoint`.
   """
   method = methods.create_method(config)
   dtype = _compute_dtype(config)
@@ -91,12 +95,19 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
   else:
     students = [model_loading.init_variables(student, key, info.image_shape)
                 for key, _, _ in keys]
-  teachers, teacher_params, teacher_stats, descriptions = (), (), (), ()
+  checkpoints = teacher_checkpoints or (config.teacher_checkpoint,) * len(keys)
+  own_teachers = len(set(checkpoints)) > 1
+  teachers, descriptions, replica_teachers = (), (), [((), ())] * len(keys)
   if method.teacher_mode is not base.TeacherMode.NONE:
-    loaded = [model_loading.load_model(make(name), name, path, info, mesh, keys[0][0])
-              for name, path in zip(config_schema.split_names(config.teacher_model),
-                                    config_schema.split_names(config.teacher_checkpoint))]
-    teachers, teacher_params, teacher_stats, descriptions = map(tuple, zip(*loaded))
+    loaded = [[model_loading.load_model(make(name), name, path, info, mesh, keys[0][0])
+               for name, path in zip(config_schema.split_names(config.teacher_model),
+                                     config_schema.split_names(replica_checkpoint))]
+              for replica_checkpoint in (checkpoints if own_teachers else checkpoints[:1])]
+    teachers, _, _, descriptions = map(tuple, zip(*loaded[0]))
+    replica_teachers = [(tuple(params for _, params, _, _ in teacher_set),
+                         tuple(stats for _, _, stats, _ in teacher_set)) for teacher_set in loaded]
+    replica_teachers *= 1 if own_teachers else len(keys)
+  teacher_params, teacher_stats = replica_teachers[0]
   shapes = base.ShapeInfo(
       student=_output_shapes(student, *students[0], info.image_shape),
       teachers=tuple(_output_shapes(t, p, s, info.image_shape)
@@ -107,7 +118,9 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
       student=optim.create_optimizer(config.optimizer, steps_per_epoch, num_epochs),
       teacher=optim.create_optimizer(config.teacher_optimizer, steps_per_epoch, num_epochs))
   states = []
-  for (_, extra_key, state_key), (student_params, student_stats) in zip(keys, students):
+  for (_, extra_key, state_key), student_vars, teacher_vars in zip(keys, students,
+                                                                   replica_teachers):
+    (student_params, student_stats), (teacher_params, teacher_stats) = student_vars, teacher_vars
     extra, extra_params, extra_stats = method.init_extra(
         extra_key, base.Networks(student=student, teachers=teachers), shapes)
     params = {"student": student_params, "teachers": teacher_params, "extra": extra_params}
@@ -119,7 +132,7 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
         method_state=method.init_state(params, batch_stats, optimizers),
         rng=jax.random.key_data(state_key)))
   nets = base.Networks(student=student, teachers=teachers, extra=extra)
-  state_axes = step_lib.state_axes(states[0], method) if replicated else None
+  state_axes = step_lib.state_axes(states[0], method, own_teachers) if replicated else None
   state = (jax.device_put(replicas.stack(states, state_axes), replicas.shardings(mesh, state_axes))
            if replicated else jax.device_put(states[0], step_lib.replicated_sharding(mesh)))
 

@@ -93,13 +93,9 @@ class Lane:
 def checked_lanes(config: ml_collections.ConfigDict, workdir: str) -> list[Lane]:
   """The lanes of a run, each checked against the run its directory holds (`checked_record`)
   before anything is built."""
-  if not replicas.is_replicated(config):
-    return [Lane(replicas.Replica(config.seed), config, workdir,
-                 checked_record(config, workdir))]
   lanes = []
-  for replica in replicas.replica_runs(config):
-    single = replicas.replica_config(config, replica)
-    lane_dir = os.path.join(workdir, replica.directory)
+  for replica, single in replicas.single_runs(config):
+    lane_dir = os.path.join(workdir, replica.directory) if replica.directory else workdir
     os.makedirs(lane_dir, exist_ok=True)
     lanes.append(Lane(replica, single, lane_dir, checked_record(single, lane_dir)))
   return lanes

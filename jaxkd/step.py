@@ -147,11 +147,13 @@ def make_train_step(method: base.Method, nets: base.Networks, optimizers: base.O
   return lambda state, batch: mapped(state, batch, values)
 
 
-def state_axes(state: DistillState, method: base.Method) -> DistillState:
+def state_axes(state: DistillState, method: base.Method,
+               own_teachers: bool = False) -> DistillState:
   """The replica axes of a replicated run's state: 0 everywhere but on the groups the
   method does not train (a frozen teacher's parameters and statistics), which all
-  replicas share (None)."""
-  shared = {group: None for group in _untrained(state.params, method.trainable(state.params))}
+  replicas share (None), unless each replica has its own teachers (`own_teachers`)."""
+  untrained = _untrained(state.params, method.trainable(state.params))
+  shared = {group: None for group in untrained if not (own_teachers and group == "teachers")}
   axes = jax.tree.map(lambda _: 0, state)
   return axes.replace(params=dict(axes.params, **shared),
                       batch_stats=dict(axes.batch_stats, **shared))

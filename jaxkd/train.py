@@ -79,14 +79,16 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   inputs = data.create_input(lanes[0].config, mesh)
   info, steps_per_epoch = inputs.info, inputs.steps_per_epoch
   total_steps, stop_step = _stop_step(config, steps_per_epoch)
-  run, teacher_descriptions = run_builder.build_run(config, info, steps_per_epoch, mesh, seeds,
-                                                    settings)
+  run, teacher_descriptions = run_builder.build_run(
+      config, info, steps_per_epoch, mesh, seeds, settings,
+      teacher_checkpoints=tuple(lane.config.teacher_checkpoint for lane in lanes))
   lane_inputs = [inputs] + ([] if run.shared_batch else
                             [inputs.with_seed(lane.config.seed) for lane in lanes[1:]])
   run_lanes.open_lanes(lanes, config.keep_checkpoints)
   selection_split = (data.VALIDATION_SPLIT if data.VALIDATION_SPLIT in inputs.eval_splits
                      else data.TEST_SPLIT)
-  initial_teachers = (jax.device_get(run.replica_state(run.state, 0).params["teachers"])
+  initial_teachers = ([jax.device_get(run.replica_state(run.state, k).params["teachers"])
+                       for k in range(len(lanes))]
                       if run.method.teacher_mode is base.TeacherMode.TRAINABLE else None)
   with StopSignals() as stops:  # Over the results too: a late signal stops after them.
     try:
@@ -95,11 +97,12 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
         run_record.write_record(lane.workdir, lane.record)
       if not resumed:
         for i, eval_step in enumerate(run.teacher_eval_steps):
-          result = step_lib.evaluate(eval_step, state.params, state.batch_stats,
-                                     inputs.eval_batches())
-          logging.info("Teacher %d (%s) test accuracy before step 0: %.4f", i,
-                       teacher_descriptions[i].get("model"), result["accuracy"])
-          for lane in lanes:
+          results = step_lib.evaluate_replicas(eval_step, state.params, state.batch_stats,
+                                               inputs.eval_batches())
+          for lane, result in zip(lanes, results):
+            logging.info("Teacher %d (%s, %s) test accuracy before step 0: %.4f", i,
+                         teacher_descriptions[i].get("model"), lane.config.teacher_checkpoint,
+                         result["accuracy"])
             lane.progress["teacher_test_accuracy"].append(result["accuracy"])
             lane.writer.write_scalars(0, {f"teacher/{i}/test_accuracy": result["accuracy"]})
       state = _train_steps(config, run, state, lanes, lane_inputs, stops, initial_teachers,
@@ -220,7 +223,7 @@ def _evaluation_points(run: run_builder.Run, state: DistillState, inputs,
       for k, (point, result) in enumerate(zip(points, results)):
         point[f"teacher/{i}/test_accuracy"] = result["accuracy"]
         point[f"teacher/{i}/relative_distance"] = _parameter_distance(
-            replica_states[k].params["teachers"][i], initial_teachers[i])
+            replica_states[k].params["teachers"][i], initial_teachers[k][i])
   return points
 
 

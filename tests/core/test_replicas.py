@@ -223,14 +223,21 @@ def test_each_setting_of_a_sweep_equals_the_single_run_with_it(tmp_path):
   assert _max_difference(finals[0], finals[-1]) > 1e-3  # The settings made different runs.
 
 
-def test_a_pipeline_stage_with_replicas_is_refused():
+def test_a_pipeline_with_seeds_links_each_seed_to_its_teacher_and_refuses_sweeps():
   from jaxkd import config_schema, pipeline  # pylint: disable=g-import-not-at-top
   teacher = recipes.cifar_run("ce", "cnn_large", "digits")
   student = recipes.cifar_run("kd", "cnn_small", "digits")
   config = config_schema.teacher_then_student(teacher, student)
-  config.stages.student.num_replicas = 2
-  with pytest.raises(ValueError, match="stage 'student': replicas"):
-    pipeline.validated_stages(config, "/tmp/unused")
+  config.seeds = "0,1"  # Shared: every stage trains both seeds.
+  stages = pipeline.validated_stages(config, "/w")
+  assert stages["student"].seeds == "0,1"
+  assert stages["student"].teacher_checkpoint == "/w/teacher/seed_{seed}"
+  runs = replicas.single_runs(stages["student"])
+  assert [(r.directory, c.teacher_checkpoint) for r, c in runs] == [
+      ("seed_0", "/w/teacher/seed_0"), ("seed_1", "/w/teacher/seed_1")]
+  config.stages.student.sweep = "kd.temperature=2,4"
+  with pytest.raises(ValueError, match="stage 'student': a sweep trains a single run"):
+    pipeline.validated_stages(config, "/w")
 
 
 def test_the_results_table_names_each_replica_in_its_own_aligned_row():

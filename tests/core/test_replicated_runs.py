@@ -97,3 +97,37 @@ def test_a_sweep_writes_the_single_run_of_each_setting(tmp_path, digits_teacher)
   assert done["final_test_accuracy"] == finals["temperature_8"]
   assert done["config"]["kd"]["temperature"] == 8.0
 
+
+
+@pytest.mark.slow
+def test_a_pipeline_with_seeds_chains_each_seed_to_its_own_teacher(tmp_path):
+  from jaxkd import config_schema, main, run_record  # pylint: disable=g-import-not-at-top
+  teacher = _digits_config(method="ce", student_model="cnn_large")
+  config = config_schema.teacher_then_student(teacher, _digits_config())
+  config.seeds, config.max_steps = "0,1", 10
+  workdir = str(tmp_path / "pipeline")
+  summary = train.train_and_evaluate(config, workdir)
+  assert set(summary["stages"]["teacher"]["replicas"]) == {"seed_0", "seed_1"}
+  assert set(summary["stages"]["student"]["replicas"]) == {"seed_0", "seed_1"}
+  assert summary["final_test_accuracy_count"] == 2
+  assert main.results_table(summary).split("\n")[1].startswith("teacher/seed_0 ")
+  teachers = [os.path.join(workdir, "teacher", f"seed_{s}") for s in (0, 1)]
+  for seed, teacher_dir in enumerate(teachers):  # Student seed s learnt from teacher seed s.
+    record = run_record.read_record(os.path.join(workdir, "student", f"seed_{seed}"))
+    assert record["inputs"]["teacher 0"] == run_record.export_fingerprint(teacher_dir)
+  assert (run_record.export_fingerprint(teachers[0])["sha256"]
+          != run_record.export_fingerprint(teachers[1])["sha256"])
+
+  # Student seed 1 is the single run that distils from teacher seed 1 (its own teacher, not
+  # seed 0's, though both are frozen).
+  single = train.train_and_evaluate(
+      _student(teachers[1], seed=1, max_steps=10), str(tmp_path / "single"))
+  replica = _export(os.path.join(workdir, "student", "seed_1"))
+  alone = _export(str(tmp_path / "single"))
+  assert max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(replica), jax.tree.leaves(alone))) <= 1e-5
+  assert single["final_test_accuracy"] == summary["stages"]["student"]["replicas"]["seed_1"][
+      "final_test_accuracy"]
+
+  rerun = train.train_and_evaluate(config, workdir)  # Every stage is found done.
+  assert rerun["wall_time_s"] == summary["wall_time_s"]
