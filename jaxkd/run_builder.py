@@ -60,6 +60,14 @@ def _output_shapes(module, params, batch_stats, image_shape):
       params, batch_stats)
 
 
+def _with_teachers(config: ml_collections.ConfigDict,
+                   teacher_checkpoint: str) -> ml_collections.ConfigDict:
+  """`config` with another `teacher_checkpoint` (one replica's own)."""
+  replica = ml_collections.ConfigDict(config.to_dict())
+  replica.teacher_checkpoint = teacher_checkpoint
+  return replica
+
+
 def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps_per_epoch: int,
               mesh, seeds: tuple[int, ...] | None = None,
               settings: dict[str, tuple[float, ...]] | None = None,
@@ -85,18 +93,24 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
   student = make(config.student_model)
   keys = [jax.random.split(jax.random.key(seed), 3)
           for seed in (seeds if replicated else (config.seed,))]
-  student_checkpoint = method.student_checkpoint()
+  checkpoints = teacher_checkpoints or (config.teacher_checkpoint,) * len(keys)
+  own_teachers = len(set(checkpoints)) > 1
+  student_checkpoints = [  # A generous teacher starts from its own teacher.
+      methods.create_method(_with_teachers(config, path)).student_checkpoint()
+      for path in checkpoints] if own_teachers else [method.student_checkpoint()] * len(keys)
   student_description = {}
-  if student_checkpoint:
-    student, student_params, student_stats, student_description = model_loading.load_model(
-        student, config.student_model, student_checkpoint, info, mesh, keys[0][0])
-    logging.info("Student '%s' starts from %s.", config.student_model, student_checkpoint)
-    students = [(student_params, student_stats)] * len(keys)
+  if student_checkpoints[0]:
+    loaded_students = {}
+    for path in dict.fromkeys(student_checkpoints):
+      student_module, *variables, student_description = model_loading.load_model(
+          student, config.student_model, path, info, mesh, keys[0][0])
+      loaded_students[path] = tuple(variables)
+      logging.info("Student '%s' starts from %s.", config.student_model, path)
+    student = student_module
+    students = [loaded_students[path] for path in student_checkpoints]
   else:
     students = [model_loading.init_variables(student, key, info.image_shape)
                 for key, _, _ in keys]
-  checkpoints = teacher_checkpoints or (config.teacher_checkpoint,) * len(keys)
-  own_teachers = len(set(checkpoints)) > 1
   teachers, descriptions, replica_teachers = (), (), [((), ())] * len(keys)
   if method.teacher_mode is not base.TeacherMode.NONE:
     loaded = [[model_loading.load_model(make(name), name, path, info, mesh, keys[0][0])
