@@ -15,6 +15,11 @@ class StopSignals:
   step itself (checked every step, locally); a SIGINT is shared at the boundaries where
   the trainer syncs anyway (log, evaluation, checkpoint). The handlers in place before are
   restored on exit; a second signal meets the previous handler (e.g. KeyboardInterrupt).
+
+  The handlers are set by `arm`, which the trainer calls once its first step has run: before
+  that (resuming, the first compile, which can take minutes) there is nothing to save, and a
+  signal has its usual effect at once (SIGTERM ends the process) instead of waiting for the
+  compile to end. The last checkpoint stays whole: checkpoints are written atomically.
   """
 
   def __init__(self):
@@ -26,13 +31,16 @@ class StopSignals:
     return jax.process_count() > 1 and jax.config.jax_enable_preemption_service
 
   def __enter__(self) -> "StopSignals":
-    if threading.current_thread() is not threading.main_thread():
-      return self  # Handlers can only be set from the main thread.
+    return self
+
+  def arm(self) -> None:
+    """Notes SIGTERM and SIGINT from now on (a second call does nothing)."""
+    if self._previous or threading.current_thread() is not threading.main_thread():
+      return  # Set already, or cannot be: handlers can only be set from the main thread.
     signals = (signal.SIGINT,) if self._preemption_service() else (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
       if signal.getsignal(signum) is not None:  # None: a handler not set from Python.
         self._previous[signum] = signal.signal(signum, self._note)
-    return self
 
   def _note(self, signum, _) -> None:
     self.received = signal.Signals(signum).name

@@ -107,6 +107,7 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
             lane.writer.write_scalars(0, {f"teacher/{i}/test_accuracy": result["accuracy"]})
       state = _train_steps(config, run, state, lanes, lane_inputs, stops, initial_teachers,
                            selection_split, stop_step)
+      stops.arm()  # Also when no step was left to train.
     finally:
       run_lanes.close_lanes(lanes)
     summaries = [run_lanes.finish_lane(run, run.replica_state(state, k), lane, info,
@@ -154,6 +155,7 @@ def _train_steps(config, run: run_builder.Run, state: DistillState,
     if step == start_step:  # The first step compiles: keep it out of the throughput.
       jax.block_until_ready(state)
       window_start = time.time()
+      stops.arm()  # From now on a signal saves before it stops.
     log = tracker.window_steps and (done % config.log_every_steps == 0 or done == stop_step)
     evaluate = done % eval_every == 0 or done == stop_step
     save = evaluate or bool(checkpoint_every and done % checkpoint_every == 0)

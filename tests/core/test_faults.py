@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxkd import data, run_lanes, run_record, train
+from jaxkd import data, run_builder, run_lanes, run_record, train
 from tests.config_files import load_config
 from tests.core.test_train import REPO, digits_ce, exported_params
 
@@ -201,6 +201,31 @@ def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes(t
                                        r"config's 'cnn_large' \(student.bn0.bias has shape "
                                        r"\(16,\), expected \(32,\)"):
     train.train_and_evaluate(other, str(tmp_path))
+
+
+def test_signals_are_noted_from_the_first_trained_step_not_during_set_up(tmp_path, monkeypatch):
+  # Before it (resuming, the first compile), a SIGTERM ends the process at once: there is
+  # nothing to save, and a preemption's grace period can be shorter than a compile.
+  handlers = []
+  build = run_builder.build_run
+
+  def build_recording_handlers(*args, **kwargs):
+    run, descriptions = build(*args, **kwargs)
+    step = run.train_step
+
+    def recording_step(*step_args):
+      handlers.append(signal.getsignal(signal.SIGTERM))
+      return step(*step_args)
+
+    run.train_step = recording_step
+    return run, descriptions
+
+  monkeypatch.setattr(run_builder, "build_run", build_recording_handlers)
+  before = signal.getsignal(signal.SIGTERM)
+  train.train_and_evaluate(digits_ce(3), str(tmp_path / "run"))
+  assert handlers[0] is before and handlers[1] is not before and len(handlers) == 3
+  assert handlers[1].__name__ == "_note"
+  assert signal.getsignal(signal.SIGTERM) is before  # Restored once the run is over.
 
 
 @pytest.mark.slow
