@@ -97,7 +97,7 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
   own_teachers = len(set(checkpoints)) > 1
   student_checkpoints = [  # A generous teacher starts from its own teacher.
       methods.create_method(_with_teachers(config, path)).student_checkpoint()
-      for path in checkpoints] if own_teachers else [method.student_checkpoint()] * len(keys)
+      for path in checkpoints]
   student_description = {}
   if student_checkpoints[0]:
     loaded_students = {}

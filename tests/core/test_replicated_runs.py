@@ -125,12 +125,12 @@ def test_a_pipeline_with_seeds_chains_each_seed_to_its_own_teacher(tmp_path):
       assert record["inputs"]["teacher 0"] == run_record.export_fingerprint(teacher_dir)
 
   # G seed 1 is the single run that starts from and learns from standard seed 1 (its own
-  # teacher, not seed 0's, though both are frozen).
+  # teacher, not seed 0's, though both are frozen); a single run completes {seed} too.
   alone_dir = str(tmp_path / "single")
   single = train.train_and_evaluate(_digits_config(
       method="generous", student_model="cnn_large", teacher_model="cnn_large",
-      teacher_checkpoint=os.path.join(workdir, "standard", "seed_1"), seed=1, max_steps=10),
-      alone_dir)
+      teacher_checkpoint=os.path.join(workdir, "standard", "seed_{seed}"), seed=1,
+      max_steps=10), alone_dir)
   replica = _export(os.path.join(workdir, "generous", "seed_1"))
   assert max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
              for x, y in zip(jax.tree.leaves(replica), jax.tree.leaves(_export(alone_dir)))
