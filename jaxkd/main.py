@@ -258,6 +258,9 @@ def main(argv: list[str]) -> None:
           train.TrainingInterrupted) as error:
     sys.exit(f"jaxkd: {error}")
   print(results_table(summary))
+  statistics = seed_statistics_table(summary)
+  if statistics:
+    print(f"\n{statistics}")
 
 
 def _single_runs(summary: dict, prefix: str = "") -> dict[str, dict]:
@@ -271,6 +274,23 @@ def _single_runs(summary: dict, prefix: str = "") -> dict[str, dict]:
     path = f"{prefix}/{name}" if prefix else name
     runs.update(_single_runs(part, path) or {path: part})
   return runs
+
+
+def seed_statistics_table(summary: dict) -> str:
+  """Mean ± sample standard deviation of the final test accuracy over seeds: one line per
+  setting of a sweep, or one for all the replicas (of the last stage, for a pipeline);
+  '' for a single run."""
+  groups = summary.get("settings") or (
+      {"all seeds": summary} if "final_test_accuracy_count" in summary else {})
+  if not groups:
+    return ""
+  width = max(10, *(len(name) for name in groups))
+  lines = [f"{'setting':{width}s} {'seeds':>5s} {'test acc (mean ± std)':>22s}"]
+  for name, group in groups.items():
+    mean, std = group["final_test_accuracy_mean"], group["final_test_accuracy_std"]
+    text = "—" if mean is None else f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
+    lines.append(f"{name:{width}s} {group['final_test_accuracy_count']:5d} {text:>22s}")
+  return "\n".join(lines)
 
 
 def results_table(summary: dict) -> str:

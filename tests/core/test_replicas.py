@@ -249,3 +249,18 @@ def test_the_results_table_names_each_replica_in_its_own_aligned_row():
   lines = main.results_table({"replicas": {name: row for name in names}}).splitlines()
   assert lines[0].startswith("run ") and [line.split()[0] for line in lines[1:]] == names
   assert len({line.index(" ce ") for line in lines[1:]} | {lines[0].index(" method")}) == 1
+
+
+def test_the_seed_statistics_give_each_setting_its_mean_and_std():
+  from jaxkd import main  # pylint: disable=g-import-not-at-top
+  settings = {"temperature_2": {"final_test_accuracy_mean": 0.7125,
+                                "final_test_accuracy_std": 0.0031,
+                                "final_test_accuracy_count": 3},
+              "temperature_8": {"final_test_accuracy_mean": 0.70, "final_test_accuracy_std": None,
+                                "final_test_accuracy_count": 1}}
+  lines = main.seed_statistics_table({"settings": settings}).splitlines()
+  assert lines[1].split() == ["temperature_2", "3", "0.7125", "±", "0.0031"]
+  assert lines[2].split() == ["temperature_8", "1", "0.7000"]
+  seeds = main.seed_statistics_table(settings["temperature_2"]).splitlines()
+  assert seeds[1].split() == ["all", "seeds", "3", "0.7125", "±", "0.0031"]
+  assert main.seed_statistics_table({"final_test_accuracy": 0.7}) == ""
