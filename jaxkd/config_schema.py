@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.teacher_optimizer = sgd_config()  # Used only by methods that train the teacher.
 
   config.half_precision = False  # bf16 compute, float32 parameters.
-  config.conv_impl = "auto"  # 'auto' | 'xla' | a faster CPU convolution (see jaxkd.models.layers).
+  config.conv_impl = "auto"  # 'auto' | 'xla' | 'cpu' | 'per_replica' (jaxkd.models.layers).
 
   config.log_every_steps = 50
   config.eval_every_epochs = 1

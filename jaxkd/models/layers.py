@@ -13,19 +13,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.ops import cpu_conv
+from jaxkd.ops import cpu_conv, replica_conv
 
 ModuleDef = Any
 
-CONV_IMPLS = ("auto", "xla", "cpu")
+CONV_IMPLS = ("auto", "xla", "cpu", "per_replica")
 
 
 def conv_impl_name(conv_impl: str) -> str:
-  """"xla" or "cpu": what `conv_impl` means on JAX's default backend.
+  """"xla", "cpu" or "per_replica": what `conv_impl` means on JAX's default backend.
 
   "xla" is XLA's convolution, "cpu" the tap-sum convolution of `jaxkd.ops.cpu_conv`
-  (faster on XLA:CPU), and "auto" picks "cpu" when JAX's default backend is the CPU
-  and "xla" otherwise.
+  (faster on XLA:CPU, replicas one by one), "per_replica" XLA's convolution computed once
+  per replica of a replicated run instead of grouped over them (`jaxkd.ops.replica_conv`:
+  for timing the two on accelerators), and "auto" picks "cpu" when JAX's default backend
+  is the CPU and "xla" otherwise.
   """
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv_impl '{conv_impl}'; valid: {', '.join(CONV_IMPLS)}")
@@ -36,8 +38,11 @@ def conv_impl_name(conv_impl: str) -> str:
 
 def resolve_conv_impl(conv_impl: str) -> Callable[..., jax.Array]:
   """Returns the `lax.conv_general_dilated`-compatible function named by `conv_impl`."""
-  if conv_impl_name(conv_impl) == "cpu":
+  name = conv_impl_name(conv_impl)
+  if name == "cpu":
     return cpu_conv.conv_general_dilated
+  if name == "per_replica":
+    return replica_conv.conv_general_dilated
   return jax.lax.conv_general_dilated
 
 

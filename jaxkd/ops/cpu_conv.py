@@ -19,9 +19,9 @@ gradient — by one of two formulations, chosen per layer geometry (`plan_conv`)
   or an elementwise product for depthwise kernels; accumulation is in float32.
 
 Under `jax.vmap` over kernels too (the replicas of `jaxkd.replicas`), each XLA piece
-is computed once per replica (`_per_replica`) instead of as one convolution grouped over
-the replicas, which XLA:CPU runs 4-5× slower. The pieces form a `jax.custom_vjp`:
-reverse-mode differentiation only (conv_impl='xla' for forward mode).
+is computed once per replica (`replica_conv.per_replica`) instead of as one convolution
+grouped over the replicas, which XLA:CPU runs 4-5× slower. The pieces form a
+`jax.custom_vjp`: reverse-mode differentiation only (conv_impl='xla' for forward mode).
 
 Argument combinations outside NHWC/HWIO layouts, dilations or batch groups go
 to `lax.conv_general_dilated` unchanged.
@@ -29,11 +29,13 @@ to `lax.conv_general_dilated` unchanged.
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxkd.ops import replica_conv
 
 _NHWC_HWIO = lax.ConvDimensionNumbers(
     lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
@@ -146,41 +148,11 @@ def _xla_conv(x: jax.Array, w: jax.Array, geometry: ConvGeometry) -> jax.Array:
           None if geometry.out_dtype == x.dtype else geometry.out_dtype))
 
 
-def _per_replica(piece: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
-  """`piece` (an XLA convolution or one of its gradients), whose `jax.vmap` computes one
-  piece per mapped index, in a Python loop, instead of batching it.
-
-  Batched kernels (replicas: `jaxkd.replicas`) make a vmapped convolution a grouped one,
-  which XLA:CPU computes about 5× slower than the same convolutions one by one (a resnet20
-  3×3 layer at batch 64, 4 replicas, forward and both gradients: 388 ms against 78 ms;
-  `lax.map` took 1,600 ms). Each replica's convolution is then also exactly its single run's.
-  """
-  mapped = jax.custom_batching.custom_vmap(piece)
-
-  @mapped.def_vmap
-  def _one_by_one(axis_size, in_batched, *args):
-    def replica(r):
-      return [arg[r] if batched else arg for arg, batched in zip(args, in_batched)]
-    return jnp.stack([mapped(*replica(r)) for r in range(axis_size)]), True
-
-  return mapped
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x: jax.Array, w: jax.Array, geometry: ConvGeometry) -> jax.Array:
   if geometry.taps_forward:
     return _forward_taps(x, w, geometry)
-  return _per_replica(functools.partial(_xla_conv, geometry=geometry))(x, w)
-
-
-def _xla_input_grad(g: jax.Array, w: jax.Array, x: jax.Array,
-                    geometry: ConvGeometry) -> jax.Array:
-  return jax.vjp(lambda x_: _xla_conv(x_, w, geometry), x)[1](g)[0]
-
-
-def _xla_weight_grad(g: jax.Array, x: jax.Array, w: jax.Array,
-                     geometry: ConvGeometry) -> jax.Array:
-  return jax.vjp(lambda w_: _xla_conv(x, w_, geometry), w)[1](g)[0]
+  return replica_conv.per_replica(functools.partial(_xla_conv, geometry=geometry))(x, w)
 
 
 def _conv_fwd(x, w, geometry):
@@ -192,11 +164,13 @@ def _conv_bwd(geometry, residuals, g):
   if geometry.taps_input_grad:
     dx = _input_grad_taps(g, w, x.shape, geometry).astype(x.dtype)
   else:
-    dx = _per_replica(functools.partial(_xla_input_grad, geometry=geometry))(g, w, x)
+    dx = replica_conv.per_replica(functools.partial(
+        replica_conv.input_grad, functools.partial(_xla_conv, geometry=geometry)))(g, x, w)
   if geometry.taps_weight_grad:
     dw = _weight_grad_taps(x, g, w.shape, geometry).astype(w.dtype)
   else:
-    dw = _per_replica(functools.partial(_xla_weight_grad, geometry=geometry))(g, x, w)
+    dw = replica_conv.per_replica(functools.partial(
+        replica_conv.weight_grad, functools.partial(_xla_conv, geometry=geometry)))(g, x, w)
   return dx, dw
 
 

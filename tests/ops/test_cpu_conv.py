@@ -11,7 +11,9 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxkd.models import layers
-from jaxkd.ops import cpu_conv
+from jaxkd.ops import cpu_conv, replica_conv
+
+from tests.ops.test_replica_conv import conv_group_counts
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -185,21 +187,8 @@ def test_vmap_over_replicas_with_their_own_kernels_is_each_replica_alone(plan, n
     alone = jax.jit(value_and_grads)(xs[r], ws[r])
     for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(alone)):
       np.testing.assert_allclose(a[r], b, rtol=1e-6, atol=1e-6)
-  jaxpr = jax.make_jaxpr(jax.vmap(value_and_grads))(xs, ws)
-  groups = {eqn.params["feature_group_count"] for eqn in _equations(jaxpr.jaxpr)
-            if eqn.primitive.name == "conv_general_dilated"}
-  assert groups <= {case[-1]}  # No convolution grouped over the replicas.
-
-
-def _equations(jaxpr):
-  """Every equation of `jaxpr`, those of the jaxprs inside it too."""
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for param in eqn.params.values():
-      for inner in (param if isinstance(param, (tuple, list)) else (param,)):
-        inner = getattr(inner, "jaxpr", inner)
-        if hasattr(inner, "eqns"):
-          yield from _equations(inner)
+  # No convolution grouped over the replicas.
+  assert max(conv_group_counts(jax.vmap(value_and_grads), xs, ws), default=1) <= case[-1]
 
 
 def test_dilation_falls_back_to_xla():
@@ -242,17 +231,19 @@ def test_sharded_batch_under_jit(plan):
     dict(features=6, kernel_size=(1, 1), strides=2, padding=0, use_bias=False),
     dict(features=4, kernel_size=(3, 3), padding="SAME", feature_group_count=4),
 ])
-def test_flax_conv_same_output_with_both_impls(kwargs):
+def test_flax_conv_same_output_with_every_impl(kwargs):
   x = jax.random.normal(jax.random.key(2), (2, 9, 9, 4))
-  modules = {impl: layers.make_conv(conv_impl=impl)(**kwargs) for impl in ("xla", "cpu")}
+  impls = ("xla", "cpu", "per_replica")
+  modules = {impl: layers.make_conv(conv_impl=impl)(**kwargs) for impl in impls}
   params = modules["xla"].init(jax.random.key(3), x)
   outputs = {}
   for impl, module in modules.items():
     loss = lambda p, x, module=module: jnp.sum(module.apply(p, x) ** 2)
     outputs[impl] = (module.apply(params, x), jax.grad(loss)(params, x))
-  assert _relative_error(outputs["cpu"][0], outputs["xla"][0]) <= 1e-5
-  for a, b in zip(jax.tree.leaves(outputs["cpu"][1]), jax.tree.leaves(outputs["xla"][1])):
-    assert _relative_error(a, b) <= 1e-5
+  for impl in impls[1:]:
+    assert _relative_error(outputs[impl][0], outputs["xla"][0]) <= 1e-5, impl
+    for a, b in zip(jax.tree.leaves(outputs[impl][1]), jax.tree.leaves(outputs["xla"][1])):
+      assert _relative_error(a, b) <= 1e-5, impl
 
 
 def test_auto_resolves_to_cpu_conv_on_cpu():
@@ -260,6 +251,7 @@ def test_auto_resolves_to_cpu_conv_on_cpu():
   assert layers.resolve_conv_impl("auto") is cpu_conv.conv_general_dilated
   assert layers.resolve_conv_impl("cpu") is cpu_conv.conv_general_dilated
   assert layers.resolve_conv_impl("xla") is lax.conv_general_dilated
+  assert layers.resolve_conv_impl("per_replica") is replica_conv.conv_general_dilated
   assert isinstance(layers.make_conv()(features=3, kernel_size=(3, 3)), nn.Conv)
 
 
