@@ -210,11 +210,11 @@ def _log_window(tracker: StepTracker, lanes: list[run_lanes.Lane], batch_size: i
 
 
 def _evaluation_points(run: run_builder.Run, state: DistillState, inputs,
-                       initial_teachers: PyTree | None, step: int, steps_per_epoch: int,
+                       initial_teachers: list[PyTree] | None, step: int, steps_per_epoch: int,
                        replica_states: list[DistillState]) -> list[dict[str, float]]:
   """Each replica's accuracy and loss on every evaluation split at `step`; for a teacher
   that trains, its test accuracy and its relative distance from its starting weights
-  (`replica_states`: each replica's part of `state`)."""
+  (`initial_teachers`: each replica's; `replica_states`: each replica's part of `state`)."""
   points = [{"step": step, "epoch": step / steps_per_epoch} for _ in range(run.num_replicas)]
   for split in inputs.eval_splits:
     results = step_lib.evaluate_replicas(run.student_eval_step, state.params, state.batch_stats,
