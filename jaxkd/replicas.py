@@ -169,17 +169,18 @@ def replica_config(config: ml_collections.ConfigDict,
   return single
 
 
-def mesh_shape(num_replicas: int, num_devices: int,
-               devices_per_process: int | None = None) -> tuple[int, int]:
-  """(replica shards, data shards) of the mesh: as many device groups as the replicas and
-  each process's devices allow (their greatest common divisor), each group splitting the
+def mesh_shape(num_replicas: int, num_devices: int, processes: int = 1) -> tuple[int, int]:
+  """(replica shards, data shards) of the mesh: in one process, as many device groups as
+  the replicas and devices allow (their greatest common divisor), each group splitting the
   batches of its replicas. Small models train faster with whole batches per device than
   with each batch cut into slivers, and the groups need no traffic between them.
 
-  Each process must hold the same share of every group's data axis, as it loads its part of
-  every batch: hence the divisor of the devices per process, not of all devices."""
-  per_process = num_devices if devices_per_process is None else devices_per_process
-  shards = math.gcd(num_replicas, per_process)
+  With several processes every device splits each replica's batch (1, all devices): a
+  replicated kd run on 2 processes × 2 CPU devices split into replica groups hung at its
+  first evaluation (the cause is not found yet), while the same run unsplit is exact."""
+  if processes > 1:
+    return 1, num_devices
+  shards = math.gcd(num_replicas, num_devices)
   return shards, num_devices // shards
 
 

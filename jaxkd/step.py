@@ -31,11 +31,10 @@ def create_mesh(devices: list[jax.Device] | None = None, num_replicas: int = 1) 
   """A (`replica`, `data`) mesh over all devices (of all processes): the replicas of a
   replicated run over the first axis (`replicas.mesh_shape`), each batch over the second.
 
-  Device d·R + r sits at (replica r, data d), so that each process's devices hold one block
-  of the data axis in every replica group (each process loads its part of every batch)."""
+  Device d·R + r sits at (replica r, data d)."""
   devices = jax.devices() if devices is None else devices
   replica_shards, data_shards = replicas.mesh_shape(num_replicas, len(devices),
-                                                    len(devices) // jax.process_count())
+                                                    jax.process_count())
   grid = np.asarray(devices).reshape(data_shards, replica_shards).T
   return Mesh(grid, (replicas.REPLICA_AXIS, DATA_AXIS))
 
