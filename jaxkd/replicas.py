@@ -175,9 +175,11 @@ def mesh_shape(num_replicas: int, num_devices: int, processes: int = 1) -> tuple
   batches of its replicas. Small models train faster with whole batches per device than
   with each batch cut into slivers, and the groups need no traffic between them.
 
-  With several processes every device splits each replica's batch (1, all devices): a
-  replicated kd run on 2 processes × 2 CPU devices split into replica groups hung at its
-  first evaluation (the cause is not found yet), while the same run unsplit is exact."""
+  With several processes every device splits each replica's batch (1, all devices), as
+  before replica groups existed: a replicated kd run on 2 processes × 2 CPU devices split
+  into groups hung at its first evaluation. Unsplit, it got past that evaluation but hung
+  at the save after it, so replicated runs over several processes are not yet reliable
+  (the cause is not found; the replicated ce stage of the same check finished)."""
   if processes > 1:
     return 1, num_devices
   shards = math.gcd(num_replicas, num_devices)
