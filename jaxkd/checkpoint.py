@@ -41,8 +41,9 @@ def _abstract(tree: PyTree) -> PyTree:
 
 
 def _manager_options(keep: int, name: str) -> ocp.CheckpointManagerOptions:
-  """Options of one manager; `name` keeps its multi-process barriers apart from the other's,
-  which saves the same step at the same time."""
+  """Options of one manager; `name` keeps its multi-process barriers apart from those of the
+  other managers that save the same step at the same time (orbax refuses a barrier whose
+  key is already in use: the save then hangs)."""
   return ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True,
       multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
@@ -55,15 +56,21 @@ def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
 
 
 class CheckpointStore:
-  """The last `keep` train states plus the best one, each with a small JSON of progress."""
+  """The last `keep` train states plus the best one, each with a small JSON of progress.
 
-  def __init__(self, workdir: str, keep: int):
+  `name` tells this store's barriers from those of the other stores of the same process
+  group (each replica of a replicated run has its own store): it must differ between
+  stores that save at the same time, and be the same in every process.
+  """
+
+  def __init__(self, workdir: str, keep: int, name: str = ""):
+    prefix = f"{name}." if name else ""
     self._last = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=_manager_options(keep, "last"), item_handlers=_item_handlers())
+        options=_manager_options(keep, f"{prefix}last"), item_handlers=_item_handlers())
     self._best = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "best"),
-        options=_manager_options(1, "best"), item_handlers=_item_handlers())
+        options=_manager_options(1, f"{prefix}best"), item_handlers=_item_handlers())
 
   def latest_step(self) -> int | None:
     return self._last.latest_step()

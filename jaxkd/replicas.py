@@ -169,19 +169,15 @@ def replica_config(config: ml_collections.ConfigDict,
   return single
 
 
-def mesh_shape(num_replicas: int, num_devices: int, processes: int = 1) -> tuple[int, int]:
-  """(replica shards, data shards) of the mesh: in one process, as many device groups as
-  the replicas and devices allow (their greatest common divisor), each group splitting the
-  batches of its replicas. Small models train faster with whole batches per device than
-  with each batch cut into slivers, and the groups need no traffic between them.
+def mesh_shape(num_replicas: int, num_devices: int) -> tuple[int, int]:
+  """(replica shards, data shards) of the mesh: as many device groups as the replicas and
+  devices allow (their greatest common divisor), each group splitting the batches of its
+  replicas. Small models train faster with whole batches per device than with each batch
+  cut into slivers, and the groups need no traffic between them.
 
-  With several processes every device splits each replica's batch (1, all devices), as
-  before replica groups existed: a replicated kd run on 2 processes × 2 CPU devices split
-  into groups hung at its first evaluation. Unsplit, it got past that evaluation but hung
-  at the save after it, so replicated runs over several processes are not yet reliable
-  (the cause is not found; the replicated ce stage of the same check finished)."""
-  if processes > 1:
-    return 1, num_devices
+  With several processes each group takes devices from every process (`step.create_mesh`
+  puts device d·R + r at (replica r, data d)), so each process loads its slice of every
+  replica's batch, as it does of a single run's."""
   shards = math.gcd(num_replicas, num_devices)
   return shards, num_devices // shards
 

@@ -6,6 +6,7 @@ modules, its optimizer states, its state and its predictor (`jaxkd.methods.base`
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -39,15 +40,22 @@ class Run:
     """Replica `index`'s state, as the single run with its seed holds it."""
     if self.state_axes is None:
       return state
-    return jax.device_put(replicas.unstack(state, self.state_axes, index),
-                          step_lib.replicated_sharding(self.mesh))
+    return self._replica_part(state, index)
+
+  @functools.cached_property
+  def _replica_part(self):
+    """`replica_state` compiled once for every index. Compiled, it runs as one program in
+    every process of a group: taking apart a state split over two processes with eager
+    indexing and `device_put` hung them."""
+    return jax.jit(lambda state, index: replicas.unstack(state, self.state_axes, index),
+                   out_shardings=step_lib.replicated_sharding(self.mesh))
 
   def stacked_state(self, states: list[DistillState]) -> DistillState:
     """The state of the run from its replicas' states (`replica_state`'s inverse)."""
     if self.state_axes is None:
       return states[0]
-    return jax.device_put(replicas.stack(states, self.state_axes),
-                          replicas.shardings(self.mesh, self.state_axes))
+    return jax.jit(lambda parts: replicas.stack(parts, self.state_axes),
+                   out_shardings=replicas.shardings(self.mesh, self.state_axes))(states)
 
 
 def _compute_dtype(config: ml_collections.ConfigDict):
@@ -60,18 +68,9 @@ def _output_shapes(module, params, batch_stats, image_shape):
       params, batch_stats)
 
 
-def _with_teachers(config: ml_collections.ConfigDict,
-                   teacher_checkpoint: str) -> ml_collections.ConfigDict:
-  """`config` with another `teacher_checkpoint` (one replica's own)."""
-  replica = ml_collections.ConfigDict(config.to_dict())
-  replica.teacher_checkpoint = teacher_checkpoint
-  return replica
-
-
 def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps_per_epoch: int,
               mesh, seeds: tuple[int, ...] | None = None,
-              settings: dict[str, tuple[float, ...]] | None = None,
-              teacher_checkpoints: tuple[str, ...] | None = None
+              settings: dict[str, tuple[float, ...]] | None = None
               ) -> tuple[Run, tuple[dict, ...]]:
   """Models, initial state (teachers loaded) and the jit-compiled steps of a run.
 
@@ -79,9 +78,9 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
   seed, stacked (`step.state_axes`), each initialised as the single run with that seed
   would be, and the steps map over them; `settings` gives each replica its own values of
   settings of the method's `traced_settings` (`replicas.sweep_values`).
-  `teacher_checkpoints` gives each replica's own `teacher_checkpoint` when they differ
-  (`{seed}` in the path: `replicas.replica_config`); the replicas then hold their own
-  teachers even when frozen. Without it, every replica loads `config.teacher_checkpoint`.
+  Each replica loads its own seed's `teacher_checkpoint` (`replicas.with_seed_paths`);
+  when these differ (`{seed}` in the path), the replicas hold their own teachers even when
+  frozen.
   """
   method = methods.create_method(config)
   dtype = _compute_dtype(config)
@@ -91,13 +90,13 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
     return models.create_model(name, info.num_classes, dtype=dtype, conv_impl=config.conv_impl)
 
   student = make(config.student_model)
-  keys = [jax.random.split(jax.random.key(seed), 3)
-          for seed in (seeds if replicated else (config.seed,))]
-  checkpoints = teacher_checkpoints or (config.teacher_checkpoint,) * len(keys)
+  replica_seeds = seeds if replicated else (config.seed,)
+  keys = [jax.random.split(jax.random.key(seed), 3) for seed in replica_seeds]
+  replica_configs = [replicas.with_seed_paths(config, seed) for seed in replica_seeds]
+  checkpoints = [replica.teacher_checkpoint for replica in replica_configs]
   own_teachers = len(set(checkpoints)) > 1
   student_checkpoints = [  # A generous teacher starts from its own teacher.
-      methods.create_method(_with_teachers(config, path)).student_checkpoint()
-      for path in checkpoints]
+      methods.create_method(replica).student_checkpoint() for replica in replica_configs]
   student_description = {}
   if student_checkpoints[0]:
     loaded_students = {}

@@ -105,7 +105,8 @@ def open_lanes(lanes: list[Lane], keep_checkpoints: int) -> None:
   """Opens each lane's metric writer and checkpoint store."""
   for lane in lanes:
     lane.writer = reporting.create_writer(lane.workdir)
-    lane.store = checkpoint.CheckpointStore(lane.workdir, keep_checkpoints)
+    lane.store = checkpoint.CheckpointStore(lane.workdir, keep_checkpoints,
+                                            name=lane.replica.directory)
 
 
 def close_lanes(lanes: list[Lane]) -> None:

@@ -33,8 +33,7 @@ def create_mesh(devices: list[jax.Device] | None = None, num_replicas: int = 1) 
 
   Device d·R + r sits at (replica r, data d)."""
   devices = jax.devices() if devices is None else devices
-  replica_shards, data_shards = replicas.mesh_shape(num_replicas, len(devices),
-                                                    jax.process_count())
+  replica_shards, data_shards = replicas.mesh_shape(num_replicas, len(devices))
   grid = np.asarray(devices).reshape(data_shards, replica_shards).T
   return Mesh(grid, (replicas.REPLICA_AXIS, DATA_AXIS))
 

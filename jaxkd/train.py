@@ -82,9 +82,8 @@ def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   inputs = data.create_input(lanes[0].config, mesh)
   info, steps_per_epoch = inputs.info, inputs.steps_per_epoch
   total_steps, stop_step = _stop_step(config, steps_per_epoch)
-  run, teacher_descriptions = run_builder.build_run(
-      config, info, steps_per_epoch, mesh, seeds, settings,
-      teacher_checkpoints=tuple(lane.config.teacher_checkpoint for lane in lanes))
+  run, teacher_descriptions = run_builder.build_run(config, info, steps_per_epoch, mesh, seeds,
+                                                    settings)
   lane_inputs = [inputs] + ([] if run.shared_batch else
                             [inputs.with_seed(lane.config.seed) for lane in lanes[1:]])
   run_lanes.open_lanes(lanes, config.keep_checkpoints)

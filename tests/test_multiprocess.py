@@ -105,21 +105,36 @@ def read_summary(workdir: str) -> dict:
     return json.load(f)
 
 
-@pytest.mark.slow
-def test_two_processes_train_the_quickstart_exactly_as_one(tmp_path):
+def train_in_one_and_two_processes(tmp_path, *flags: str) -> tuple[str, str]:
+  """The workdirs of the quickstart (with `flags`) trained in one process and in two."""
   if jax.config.jax_cpu_collectives_implementation is None:
     pytest.skip("this jaxlib has no cross-process CPU collectives (gloo or mpi)")
   one, two = str(tmp_path / "one_process"), str(tmp_path / "two_processes")
   coordinator = f"127.0.0.1:{free_port()}"
   runs = {"one process": start_quickstart(one, str(tmp_path / "data_one"), GLOBAL_DEVICES,
-                                          str(tmp_path / "one.log"))}
+                                          str(tmp_path / "one.log"), *flags)}
   for process_id in range(NUM_PROCESSES):
     runs[f"process {process_id} of {NUM_PROCESSES}"] = start_quickstart(
         two, str(tmp_path / "data_two"), GLOBAL_DEVICES // NUM_PROCESSES,
-        str(tmp_path / f"two_{process_id}.log"), f"--coordinator_address={coordinator}",
-        f"--num_processes={NUM_PROCESSES}", f"--process_id={process_id}")
+        str(tmp_path / f"two_{process_id}.log"), *flags,
+        f"--coordinator_address={coordinator}", f"--num_processes={NUM_PROCESSES}",
+        f"--process_id={process_id}")
   wait_all(runs)
+  return one, two
 
+
+def assert_same_exports(one_dir: str, two_dir: str, what: str) -> None:
+  """The models exported in `one_dir` and `two_dir` agree to TOLERANCE."""
+  expected, actual = exported_variables(one_dir), exported_variables(two_dir)
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  for (path, want), got in zip(jax.tree.leaves_with_path(expected), jax.tree.leaves(actual)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=TOLERANCE,
+                               err_msg=f"{what} {jax.tree_util.keystr(path)}")
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_quickstart_exactly_as_one(tmp_path):
+  one, two = train_in_one_and_two_processes(tmp_path)
   summary_one, summary_two = read_summary(one), read_summary(two)
   for stage in STAGES:
     reference, distributed = summary_one["stages"][stage], summary_two["stages"][stage]
@@ -130,10 +145,4 @@ def test_two_processes_train_the_quickstart_exactly_as_one(tmp_path):
     assert f"{NUM_PROCESSES} process(es)" in distributed["hardware"]
     assert distributed["final_test_accuracy"] == reference["final_test_accuracy"]
     assert distributed["teacher_test_accuracy"] == reference["teacher_test_accuracy"]
-
-    expected = exported_variables(os.path.join(one, stage))
-    actual = exported_variables(os.path.join(two, stage))
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for (path, want), got in zip(jax.tree.leaves_with_path(expected), jax.tree.leaves(actual)):
-      np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=TOLERANCE,
-                                 err_msg=f"{stage} {jax.tree_util.keystr(path)}")
+    assert_same_exports(os.path.join(one, stage), os.path.join(two, stage), stage)

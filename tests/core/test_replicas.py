@@ -84,7 +84,6 @@ def test_bad_replica_settings_are_one_line_errors(seeds, num_replicas, message):
 def test_replicas_split_over_as_many_device_groups_as_divide_them():
   assert replicas.mesh_shape(4, 8) == (4, 2) and replicas.mesh_shape(3, 8) == (1, 8)
   assert replicas.mesh_shape(16, 8) == (8, 1) and replicas.mesh_shape(1, 8) == (1, 8)
-  assert replicas.mesh_shape(8, 8, processes=2) == (1, 8)  # Not split across processes yet.
   mesh = step_lib.create_mesh(num_replicas=4)
   assert dict(mesh.shape) == {"replica": 4, "data": 2}
   ids = np.vectorize(lambda device: device.id)(mesh.devices)
