@@ -38,7 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--shard", default="0/1", help="i/n: train every n-th run from the i-th")
   parser.add_argument("--replicas", type=int, default=1,
                       help="train up to this many seeds of a method together, as replicas of "
-                           "one run in one compiled step (config.seeds); pipelines run alone")
+                           "one run (or of a pipeline's every stage) in one compiled step "
+                           "(config.seeds)")
   parser.add_argument("--max_steps", type=int, help="stop every run after this many steps")
   parser.add_argument("--write-results", action="store_true",
                       help="write the suite's section of STUDY.md and its plots")

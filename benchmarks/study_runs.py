@@ -131,32 +131,31 @@ def replica_groups(runs: Sequence[StudyRun],
                    config_of: Callable[[StudyRun], ml_collections.ConfigDict],
                    size: int) -> list[list[StudyRun]]:
   """`runs` in groups that train together as replicas (`jaxkd.replicas`): up to `size` seeds of
-  one label whose config is a single run; a pipeline's runs (and everything when `size` ≤ 1)
-  one by one. The first run of each group keeps its place in the order."""
+  one label (everything one by one when `size` ≤ 1). A pipeline's group replicates its whole
+  chain. The first run of each group keeps its place in the order."""
+  if size <= 1:
+    return [[run] for run in runs]
   groups, open_groups = [], {}
   for run in runs:
     group = open_groups.get(run.label)
-    if size > 1 and not config_schema.is_pipeline(config_of(run)):
-      if group is None or len(group) == size:
-        group = open_groups[run.label] = []
-        groups.append(group)
-      group.append(run)
-    else:
-      groups.append([run])
+    if group is None or len(group) == size:
+      group = open_groups[run.label] = []
+      groups.append(group)
+    group.append(run)
   return groups
 
 
 def _train_group(group: list[StudyRun],
                  config_of: Callable[[StudyRun], ml_collections.ConfigDict]) -> list[Summary]:
-  """Trains a group's runs, as replicas of one run when there are several; their summaries."""
+  """Trains a group's runs, as replicas of one run (or pipeline) when there are several; their
+  summaries. Replica s writes what the run alone writes, to `<label>/seed_<s>` (`run_dir`)."""
   if len(group) == 1:
     os.makedirs(group[0].workdir, exist_ok=True)
     return [train.train_and_evaluate(config_of(group[0]), group[0].workdir)]
   config = config_of(group[0])
   config.seeds = ",".join(str(run.seed) for run in group)
-  label_dir = os.path.dirname(group[0].workdir)  # The replicas write to its seed_<s> dirs.
-  summary = train.train_and_evaluate(config, label_dir)
-  return [summary["replicas"][os.path.relpath(run.workdir, label_dir)] for run in group]
+  train.train_and_evaluate(config, os.path.dirname(group[0].workdir))
+  return [reporting.read_summary(run.workdir) for run in group]
 
 
 def train_runs(runs: Sequence[StudyRun],

@@ -263,16 +263,18 @@ def main(argv: list[str]) -> None:
     print(f"\n{statistics}")
 
 
-def _single_runs(summary: dict, prefix: str = "") -> dict[str, dict]:
-  """`{name: summary}` of the single runs under a pipeline's or a replicated run's summary
-  ('student/seed_1' for a replica of a stage); {} for a single run's."""
+def _single_runs(summary: dict) -> dict[str, dict]:
+  """`{name: summary}` of the single runs under a pipeline's or a replicated run's summary,
+  each named by its directory under the workdir ('seed_1/student' for seed 1 of a pipeline's
+  stage 'student'); {} for a single run's."""
   parts = summary.get("stages") or summary.get("replicas")
   if not parts:
     return {}
   runs = {}
   for name, part in parts.items():
-    path = f"{prefix}/{name}" if prefix else name
-    runs.update(_single_runs(part, path) or {path: part})
+    replicas_of_stage = _single_runs(part)
+    runs.update({f"{replica}/{name}": run for replica, run in replicas_of_stage.items()}
+                or {name: part})
   return runs
 
 

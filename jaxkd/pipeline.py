@@ -13,7 +13,9 @@ unless `restart_stages` names it (or a stage it learns from), which retrains it.
 
 Seeds (`--config.seeds=0,1,2` or `num_replicas`, shared by every stage) replicate the whole
 chain: each stage trains its seeds together as replicas (`jaxkd.replicas`), and seed s of
-a stage learns from seed s of the stage it names (`WORKDIR/<stage>/seed_<s>`).
+a stage learns from seed s of the stage it names. `WORKDIR/seed_<s>/` holds what the single
+pipeline run with seed s would write (`<stage>/` and `summary.json`), and `WORKDIR/<stage>/`
+the summary of each stage's seeds together.
 """
 
 import os
@@ -25,7 +27,8 @@ from absl import logging
 from jaxkd import checkpoint, config_validation, replicas, reporting, run_record
 from jaxkd.config_schema import split_names
 
-RunFn = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
+# run(stage config, stage workdir, where each replica trains given its directory): summary.
+RunFn = Callable[[ml_collections.ConfigDict, str, Callable[[str], str]], dict[str, Any]]
 # What the pipeline's summary repeats of its last stage's (a single run's or, with seeds, the
 # replicated run's).
 LAST_STAGE_FIELDS = ("final_test_accuracy", "test_accuracy_at_best", "best_selected_by",
@@ -48,7 +51,7 @@ def resolve_stage(config: ml_collections.ConfigDict, name: str,
                   workdir: str) -> ml_collections.ConfigDict:
   """Stage `name` of a pipeline, its '@stage' teacher references made into paths.
 
-  A reference points at `workdir/<stage>` (at `workdir/<stage>/seed_{seed}` when the stages
+  A reference points at `workdir/<stage>` (at `workdir/seed_{seed}/<stage>` when the stages
   train several seeds: each replica completes it with its seed). When the pipeline's
   `teacher_checkpoint` is set, its comma-separated entries replace, in order, the
   references to root stages (those that train from scratch: the teachers); references to
@@ -71,7 +74,7 @@ def resolve_stage(config: ml_collections.ConfigDict, name: str,
                if replicas.asks_for_seeds(stage) else ())
   resolved.teacher_checkpoint = ",".join(
       next(given) if p in replaced
-      else os.path.join(workdir, p[1:], *seed_part) if p.startswith("@") else p
+      else os.path.join(workdir, *seed_part, p[1:]) if p.startswith("@") else p
       for p in entries)
   return resolved
 
@@ -123,14 +126,20 @@ def validated_stages(config: ml_collections.ConfigDict,
   return stages
 
 
+def stage_run_dir(workdir: str, name: str, replica_directory: str = "") -> str:
+  """Where stage `name` trains: `workdir/<stage>`, or `workdir/seed_<s>/<stage>` for its
+  replica of seed s (`replica_directory` 'seed_<s>')."""
+  return os.path.join(workdir, replica_directory, name)
+
+
 def _source_stage(path: str, workdir: str) -> str | None:
-  """The stage whose run `path` is (`workdir/<stage>` or one of its seeds), else None."""
+  """The stage whose run `path` is (`workdir/<stage>` or one of its seeds'), else None."""
   parts = os.path.relpath(path, workdir).split(os.sep)
   if parts[0] == os.pardir or len(parts) > 2:
     return None
-  if len(parts) == 2 and not parts[1].startswith(replicas.seed_directory("")):
+  if len(parts) == 2 and not parts[0].startswith(replicas.seed_directory("")):
     return None
-  return parts[0]
+  return parts[-1]
 
 
 def _expected_inputs(run: ml_collections.ConfigDict, recorded: dict, workdir: str,
@@ -157,7 +166,7 @@ def _plan(stages: dict[str, ml_collections.ConfigDict], workdir: str,
   training, stale = set(), {}
   for name, stage in stages.items():
     for replica, run in replicas.single_runs(stage):
-      run_dir = os.path.join(workdir, name, replica.directory)
+      run_dir = stage_run_dir(workdir, name, replica.directory)
       recorded = run_record.read_record(run_dir)
       changes = []
       if recorded and checkpoint.has_results(run_dir):
@@ -202,11 +211,37 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
     os.makedirs(stage_dir, exist_ok=True)
     if name in restart:
       stage.restart_stages = "run"
-    summaries[name] = run(stage, stage_dir)
+    summaries[name] = run(stage, stage_dir,
+                          lambda directory, name=name: stage_run_dir(workdir, name, directory))
+  summary = _pipeline_summary(summaries, config.to_dict())
+  reporting.write_summary(workdir, summary)
+  if replicas.asks_for_seeds(config):
+    for directory, seed_summary in _seed_summaries(summaries, config).items():
+      reporting.write_summary(os.path.join(workdir, directory), seed_summary)
+  return summary
+
+
+def _pipeline_summary(summaries: dict[str, dict[str, Any]],
+                      config: dict[str, Any]) -> dict[str, Any]:
+  """The summary of a pipeline whose stages have `summaries`."""
   last = summaries[next(reversed(summaries))]
   summary = {key: last[key] for key in LAST_STAGE_FIELDS if key in last}
   summary["wall_time_s"] = sum(s["wall_time_s"] for s in summaries.values())
   summary["stages"] = summaries
-  summary["config"] = config.to_dict()
-  reporting.write_summary(workdir, summary)
+  summary["config"] = config
   return summary
+
+
+def _seed_summaries(summaries: dict[str, dict[str, Any]],
+                    config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+  """`{seed_<s>: the summary the single pipeline run with seed s writes}` of a pipeline that
+  trained its stages' seeds as replicas (`summaries`: the stages' replicated summaries)."""
+  last = summaries[next(reversed(summaries))]
+  seed_summaries = {}
+  for directory, replica in last["replicas"].items():
+    single = config.to_dict()
+    for part in (single, *single["stages"].values()):
+      part.update(seed=replica["seed"], seeds="", num_replicas=1)
+    seed_summaries[directory] = _pipeline_summary(
+        {name: stage["replicas"][directory] for name, stage in summaries.items()}, single)
+  return seed_summaries

@@ -10,7 +10,7 @@ at a non-finite step, and its export and summary.
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -74,6 +74,7 @@ class Lane:
   replica: replicas.Replica
   config: ml_collections.ConfigDict
   workdir: str
+  run_workdir: str  # The workdir of the run the lane belongs to.
   record: dict[str, Any]
   store: checkpoint.CheckpointStore | None = None
   writer: Any = None
@@ -82,22 +83,17 @@ class Lane:
       "last_test_accuracy": None, "teacher_test_accuracy": [], "history": [],
       "train_seconds": 0.0, "train_images": 0})
 
-  @property
-  def run_workdir(self) -> str:
-    """The workdir of the run the lane belongs to."""
-    if not self.replica.directory:
-      return self.workdir
-    return self.workdir[:-len(self.replica.directory)].rstrip(os.sep)
-
-
-def checked_lanes(config: ml_collections.ConfigDict, workdir: str) -> list[Lane]:
+def checked_lanes(config: ml_collections.ConfigDict, workdir: str,
+                  replica_dir: Callable[[str], str] | None = None) -> list[Lane]:
   """The lanes of a run, each checked against the run its directory holds (`checked_record`)
-  before anything is built."""
+  before anything is built. A replica's lane is `replica_dir(replica.directory)`, by default
+  that directory under `workdir` (a pipeline's stage puts seed s in `WORKDIR/seed_<s>/<stage>`)."""
+  replica_dir = replica_dir or (lambda directory: os.path.join(workdir, directory))
   lanes = []
   for replica, single in replicas.single_runs(config):
-    lane_dir = os.path.join(workdir, replica.directory) if replica.directory else workdir
+    lane_dir = replica_dir(replica.directory) if replica.directory else workdir
     os.makedirs(lane_dir, exist_ok=True)
-    lanes.append(Lane(replica, single, lane_dir, checked_record(single, lane_dir)))
+    lanes.append(Lane(replica, single, lane_dir, workdir, checked_record(single, lane_dir)))
   return lanes
 
 

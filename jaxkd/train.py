@@ -10,7 +10,7 @@ import itertools
 import math
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -62,13 +62,15 @@ def _stop_step(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple
   return total, (min(total, config.max_steps) if config.max_steps > 0 else total)
 
 
-def train_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_one_run(config: ml_collections.ConfigDict, workdir: str,
+                  replica_dir: Callable[[str], str] | None = None) -> dict[str, Any]:
   """One training run in `workdir`, resumed from its latest good checkpoint if there is one;
   a replicated run trains its replicas in their directories under `workdir`
-  (`jaxkd.replicas`: `seed_<s>`, `temperature_4`, ...)."""
+  (`jaxkd.replicas`: `seed_<s>`, `temperature_4`, ...), or where `replica_dir` puts them
+  (`run_lanes.checked_lanes`), and writes the summary of them all to `workdir`."""
   wall_start = time.time()
   config_validation.validate(config)
-  lanes = run_lanes.checked_lanes(config, workdir)
+  lanes = run_lanes.checked_lanes(config, workdir, replica_dir)
   replicated = replicas.is_replicated(config)
   seeds = tuple(lane.config.seed for lane in lanes) if replicated else None
   settings = replicas.sweep_values([lane.replica for lane in lanes]) if replicated else None

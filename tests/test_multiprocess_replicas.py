@@ -33,7 +33,7 @@ def test_two_processes_train_replicas_exactly_as_one(tmp_path):
       assert distributed["final_test_accuracy"] == reference["final_test_accuracy"]
       assert distributed["teacher_test_accuracy"] == reference["teacher_test_accuracy"]
       assert "2 process(es)" in distributed["hardware"]
-      assert_same_exports(os.path.join(one, stage, seed), os.path.join(two, stage, seed),
-                          f"{stage}/{seed}")
+      assert_same_exports(os.path.join(one, seed, stage), os.path.join(two, seed, stage),
+                          f"{seed}/{stage}")
     assert (summary_two["stages"][stage]["final_test_accuracy_mean"]
             == summary_one["stages"][stage]["final_test_accuracy_mean"])

@@ -75,7 +75,7 @@ def test_shards_partition_the_runs_seed_by_seed():
     study_runs.parse_shard("2/2")
 
 
-def test_seeds_of_a_single_run_label_group_into_replicas_and_pipelines_run_alone():
+def test_seeds_of_a_label_group_into_replicas_pipelines_too():
   runs = study_runs.plan_runs("/w", ("ce", "gt"), (0, 1, 2))
   pipeline = config_schema.teacher_then_student(recipes.cifar_run("ce", "cnn_large", "digits"),
                                                 recipes.cifar_run("kd", "cnn_small", "digits"))
@@ -83,7 +83,7 @@ def test_seeds_of_a_single_run_label_group_into_replicas_and_pipelines_run_alone
   config_of = lambda run: pipeline if run.label == "gt" else single
   groups = study_runs.replica_groups(runs, config_of, 2)
   assert [[(r.label, r.seed) for r in group] for group in groups] == [
-      [("ce", 0), ("ce", 1)], [("gt", 0)], [("gt", 1)], [("ce", 2)], [("gt", 2)]]
+      [("ce", 0), ("ce", 1)], [("gt", 0), ("gt", 1)], [("ce", 2)], [("gt", 2)]]
   assert study_runs.replica_groups(runs, config_of, 1) == [[run] for run in runs]
 
 

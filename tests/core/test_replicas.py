@@ -227,10 +227,11 @@ def test_a_pipeline_with_seeds_links_each_seed_to_its_teacher_and_refuses_sweeps
   config.seeds = "0,1"  # Shared: every stage trains both seeds.
   stages = pipeline.validated_stages(config, "/w")
   assert stages["student"].seeds == "0,1"
-  assert stages["student"].teacher_checkpoint == "/w/teacher/seed_{seed}"
+  assert stages["student"].teacher_checkpoint == "/w/seed_{seed}/teacher"
   runs = replicas.single_runs(stages["student"])
   assert [(r.directory, c.teacher_checkpoint) for r, c in runs] == [
-      ("seed_0", "/w/teacher/seed_0"), ("seed_1", "/w/teacher/seed_1")]
+      ("seed_0", "/w/seed_0/teacher"), ("seed_1", "/w/seed_1/teacher")]
+  assert pipeline.stage_run_dir("/w", "student", "seed_1") == "/w/seed_1/student"
   config.stages.student.sweep = "kd.temperature=2,4"
   with pytest.raises(ValueError, match="stage 'student': a sweep trains a single run"):
     pipeline.validated_stages(config, "/w")
