@@ -174,8 +174,7 @@ def _plan(stages: dict[str, ml_collections.ConfigDict], workdir: str,
                     "inputs": _expected_inputs(run, recorded, workdir, training)}
         changes = run_record.record_changes(recorded, expected)
         if changes and name not in restart and recorded["diverged_at_step"] is None:
-          where = f"{name}/{replica.directory}" if replica.directory else name
-          stale[where] = "; ".join(changes)
+          stale[(name, replica.directory)] = "; ".join(changes)
       previous = reporting.read_summary(run_dir)
       if changes or not (previous and reached_stop(previous, run.max_steps)):
         training.add(name)
@@ -184,9 +183,10 @@ def _plan(stages: dict[str, ml_collections.ConfigDict], workdir: str,
   if stale:
     raise run_record.StaleRunError(
         f"stage(s) changed since they ran in {workdir}: "
-        + ", ".join(f"'{name}' ({changes})" for name, changes in stale.items())
+        + ", ".join(f"'{name}'{f' ({directory})' if directory else ''} ({changes})"
+                    for (name, directory), changes in stale.items())
         + "; use a new --workdir, or --config.restart_stages="
-        + ",".join(dict.fromkeys(name.split("/")[0] for name in stale)) + " to retrain "
+        + ",".join(dict.fromkeys(name for name, _ in stale)) + " to retrain "
         "them (their old runs are moved aside)")
   return training
 
