@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 12's accelerator rows in one device call (planned for under 9 minutes on one H100/H200):
-#   - kd (a frozen teacher that the replicas share), 1, 4 and 8 replicas, the three CIFAR pairs;
+#   - kd (a frozen teacher that the replicas share), 1, 3 (a suite's seeds), 4 and 8 replicas,
+#     the three CIFAR pairs;
 #   - the replicas' convolutions grouped over them (XLA's vmap) against one per replica
 #     (conv_impl='per_replica'; 4-5× faster on the CPU, unknown on GPUs);
 #   - 8 steps per dispatch (a lax.scan over device-resident batches) against 1;
@@ -38,7 +39,7 @@ step() {
     "$@" $EXTRA 2>&1 | tee -a "$OUT/log"
 }
 
-step --method kd --pair all --replicas 1,4,8 --results-tag replicas
+step --method kd --pair all --replicas 1,3,4,8 --results-tag replicas
 step --method kd --pair resnet56:resnet20 --replicas 4,8 --conv-impl xla,per_replica \
   --results-tag replica_convs
 step --method kd --pair resnet56:resnet20 --replicas 1,8 --steps-per-call 1,8 \
