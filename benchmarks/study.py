@@ -44,6 +44,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--write-results", action="store_true",
                       help="write the suite's section of STUDY.md and its plots")
   parser.add_argument("--results-path", default=study_report.STUDY_PATH)
+  parser.add_argument("--results-tag", default="",
+                      help="write a section and plots of their own, study.<suite>.<tag> (e.g. "
+                           "runs of other settings or hardware than the suite's main table)")
   parser.add_argument("--no-train", action="store_true",
                       help="train nothing: only write the results of the runs present")
   parser.add_argument("--estimate", action="store_true",
@@ -63,27 +66,29 @@ def _seeds(text: str | None, suite: study_suite.Suite) -> tuple[int, ...]:
 
 
 def write_results(suite: study_suite.Suite, workdir: str, settings: study_configs.RunSettings,
-                  command: str, results_path: str) -> list[str]:
-  """Writes the suite's STUDY.md section and plots from every finished run in `workdir`."""
+                  command: str, results_path: str, tag: str = "") -> list[str]:
+  """Writes the suite's STUDY.md section and plots from every finished run in `workdir`
+  (with `tag`, a section and plots of their own beside the suite's)."""
+  name = f"{suite.name}.{tag}" if tag else suite.name
   results = study_results.gather(suite, workdir, settings)
   references = study_sources.references(suite, workdir, settings)
   plot_dir = os.path.join(os.path.dirname(os.path.abspath(results_path)), "study")
   os.makedirs(plot_dir, exist_ok=True)
   plots = []
   if results:
-    name = f"{suite.name}_accuracy.png"
-    study_plots.accuracy_plot(results, references, f"{suite.name}: test accuracy",
-                              os.path.join(plot_dir, name))
-    plots.append(("test accuracy against epoch", f"study/{name}"))
-    name = f"{suite.name}_teacher.png"
-    if study_plots.teacher_plot(results, f"{suite.name}: adapting teachers",
-                                os.path.join(plot_dir, name)):
-      plots.append(("adapting teachers against epoch", f"study/{name}"))
+    plot = f"{name.replace('.', '_')}_accuracy.png"
+    study_plots.accuracy_plot(results, references, f"{name}: test accuracy",
+                              os.path.join(plot_dir, plot))
+    plots.append(("test accuracy against epoch", f"study/{plot}"))
+    plot = f"{name.replace('.', '_')}_teacher.png"
+    if study_plots.teacher_plot(results, f"{name}: adapting teachers",
+                                os.path.join(plot_dir, plot)):
+      plots.append(("adapting teachers against epoch", f"study/{plot}"))
   total_wall_s = (sum(seed.wall_time_s for result in results for seed in result.seeds)
                   + study_results.teacher_training_seconds(suite, workdir))
   lines = study_report.section(suite, settings, command, references, results, total_wall_s,
-                               plots)
-  study_report.write_section(suite.name, lines, results_path)
+                               plots, tag)
+  study_report.write_section(name, lines, results_path)
   return lines
 
 
@@ -120,7 +125,8 @@ def run(args: argparse.Namespace, command: str) -> None:
     study_runs.train_runs(runs, config_of, estimates, replicas=args.replicas)
     print(f"Shard done in {study_runs.format_duration(time.time() - started)}.", flush=True)
   if args.write_results:
-    print("\n".join(write_results(suite, workdir, settings, command, args.results_path)))
+    print("\n".join(write_results(suite, workdir, settings, command, args.results_path,
+                                   args.results_tag)))
 
 
 def main(argv: list[str]) -> int:

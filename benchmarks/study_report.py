@@ -52,8 +52,10 @@ def _baselines(suite: study_suite.Suite,
 
 
 def _images_per_s(result: study_results.MethodResult) -> str:
-  """The mean training rate; a run too short for a timed step has none."""
-  rates = [rate for rate in result.values("images_per_s") if rate is not None]
+  """The mean training rate of the runs, of all its replicas for a run trained with others
+  (what the machine trains of this method); a run too short for a timed step has none."""
+  rates = [s.student["images_per_s"] * study_results.replicas_together(s.student)
+           for s in result.seeds if s.student["images_per_s"] is not None]
   return f"{study_stats.mean(rates):.0f}" if rates else DASH
 
 
@@ -142,11 +144,12 @@ def _student(suite: study_suite.Suite) -> str:
 
 def section(suite: study_suite.Suite, settings: study_configs.RunSettings, command: str,
             references: Sequence[Reference], results: Sequence[study_results.MethodResult],
-            total_wall_s: float, plots: Sequence[tuple[str, str]]) -> list[str]:
-  """The lines of the suite's STUDY.md section; `plots` are (caption, relative path)."""
+            total_wall_s: float, plots: Sequence[tuple[str, str]], tag: str = "") -> list[str]:
+  """The lines of the suite's STUDY.md section (a section of its own with `tag`); `plots` are
+  (caption, relative path)."""
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   validated = study_configs.base_run(suite, settings).validation_examples > 0
-  lines = [f"## {suite.name}: {suite.purpose}", ""]
+  lines = [f"## {suite.name}{f' ({tag})' if tag else ''}: {suite.purpose}", ""]
   for note in suite.notes:
     lines += [note, ""]
   lines += [
@@ -159,6 +162,7 @@ def section(suite: study_suite.Suite, settings: study_configs.RunSettings, comma
       f"- Date: {now}",
       f"- Total wall time: {study_runs.format_duration(total_wall_s)} (the runs of this table, "
       "and the teacher's training when the suite trains it)",
+      *replicas_line(results),
       ""]
   lines += table(suite, references, results, validated)
   for caption, path in plots:
@@ -166,8 +170,21 @@ def section(suite: study_suite.Suite, settings: study_configs.RunSettings, comma
   return lines
 
 
+def replicas_line(results: Sequence[study_results.MethodResult]) -> list[str]:
+  """How the table counts runs trained together as replicas, when it holds any."""
+  together = sorted({study_results.replicas_together(s.student)
+                     for result in results for s in result.seeds} - {1})
+  if not together:
+    return []
+  return [f"- Replicas: seeds trained together as replicas of one run "
+          f"({', '.join(map(str, together))} at a time, `--replicas`): wall time / run is the "
+          "run's share (its run's wall time ÷ the replicas), images/s the rate of all the "
+          "replicas together."]
+
+
 def write_section(suite_name: str, lines: Sequence[str], path: str = STUDY_PATH) -> None:
-  """Writes the suite's section into `path` (created with its title line), keeping the others."""
+  """Writes the section `study.<suite_name>` into `path` (created with its title line),
+  keeping the others."""
   if not os.path.exists(path):
     with open(path, "w") as f:
       f.write(STUDY_TITLE + "\n")

@@ -21,7 +21,8 @@ SEED_DIR = re.compile(r"^seed_(\d+)$")
 @dataclasses.dataclass(frozen=True)
 class SeedResult:
   """One finished run: its seed, the summary of the run that trained the student (the last
-  stage of a pipeline), the summaries of its teacher stages, and its whole wall time."""
+  stage of a pipeline), the summaries of its teacher stages, and its share of the wall time
+  (`share_seconds`)."""
   seed: int
   student: Summary
   teacher_stages: dict[str, Summary]
@@ -42,13 +43,26 @@ class MethodResult:
     return [s.student["history"] for s in self.seeds]
 
 
+def replicas_together(summary: Summary) -> int:
+  """How many replicas trained together in the run of `summary` (1: a run alone)."""
+  return summary.get("replicas_trained_together", 1)
+
+
+def share_seconds(summary: Summary) -> float:
+  """A run's share of the wall time it trained in: the wall time of its run divided among
+  the replicas trained together in it (`jaxkd.replicas`), summed over a pipeline's stages."""
+  if "stages" in summary:
+    return sum(share_seconds(stage) for stage in summary["stages"].values())
+  return summary["wall_time_s"] / replicas_together(summary)
+
+
 def _seed_result(seed: int, summary: Summary, entry: study_suite.MethodEntry) -> SeedResult:
   if not entry.teacher_stages:
-    return SeedResult(seed, summary, {}, summary["wall_time_s"])
+    return SeedResult(seed, summary, {}, share_seconds(summary))
   stages = summary["stages"]
   return SeedResult(seed, stages[study_configs.STUDENT_STAGE],
                     {stage.name: stages[stage.name] for stage in entry.teacher_stages},
-                    summary["wall_time_s"])
+                    share_seconds(summary))
 
 
 def _seeds_present(workdir: str, label: str) -> list[int]:

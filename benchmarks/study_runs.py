@@ -176,10 +176,11 @@ def train_runs(runs: Sequence[StudyRun],
     summaries = _train_group(group, config_of)
     elapsed = time.time() - started
     together = f" (with {len(group) - 1} other seed(s) as replicas)" if len(group) > 1 else ""
+    for run in group:
+      eta.record(run.label, elapsed / len(group))
+    left = eta.remaining(r.label for r in ordered[number + len(group):])
     for run, summary in zip(group, summaries):
       number += 1
-      eta.record(run.label, elapsed / len(group))
-      left = eta.remaining(r.label for r in ordered[number:])
       log(f"[{number}/{len(pending)}] {run.label} seed {run.seed}: final test "
           f"{_accuracy(summary['final_test_accuracy'])}, test at best "
           f"{summary['best_selected_by']} {_accuracy(summary['test_accuracy_at_best'])}; "

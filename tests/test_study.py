@@ -157,6 +157,29 @@ def test_table_rows_differences_and_single_seed_dashes():
   assert lines[5].startswith("| atsc | atsc | 1 | 65.00 ± — | 64.90 ± — | n/a | n/a |")
 
 
+def test_runs_trained_as_replicas_count_their_share_of_the_wall_time_and_all_their_images():
+  alone = {"wall_time_s": 90.0, "images_per_s": 100.0}
+  together = {"wall_time_s": 90.0, "images_per_s": 40.0, "replicas_trained_together": 3}
+  assert study_results.share_seconds(alone) == 90.0
+  assert study_results.share_seconds(together) == 30.0
+  pipeline = {"wall_time_s": 210.0,
+              "stages": {"generous": dict(together, wall_time_s=120.0), "student": together}}
+  assert study_results.share_seconds(pipeline) == 40.0 + 30.0
+  kd = study_suite.MethodEntry("kd", "kd")
+  seeds = tuple(study_results.SeedResult(seed, dict(summary, final_test_accuracy=0.7,
+                                                    test_accuracy_at_best=0.7),
+                                         {}, study_results.share_seconds(summary))
+                for seed, summary in enumerate((alone, together)))
+  suite = study_suite.Suite(name="toy", purpose="p", dataset="digits",
+                            teacher=study_suite.TrainedTeacher("cnn_large"),
+                            student_model="cnn_small", schedule={}, methods=(kd,), seeds=(0, 1))
+  results = [study_results.MethodResult(kd, seeds)]
+  row = study_report.table(suite, [], results, validated=True)[2]
+  assert "| 60 s | 110 |" in row  # Mean of 90 s and 90 s ÷ 3; mean of 100 and 3 × 40 images/s.
+  assert study_report.replicas_line(results)[0].startswith(
+      "- Replicas: seeds trained together as replicas of one run (3 at a time")
+
+
 def test_teacher_plot_only_for_methods_whose_teacher_adapts(tmp_path):
   frozen = _method_result("kd", "kd", [0.70, 0.71])
   assert not study_plots.teacher_plot([frozen], "t", str(tmp_path / "none.png"))
@@ -214,6 +237,16 @@ def test_digits_suite_shards_rerun_and_results(tmp_path, capsys):
   assert study.main(more) == 0
   assert "2 of 2 run(s) already done; 0 to train." in capsys.readouterr().out
   assert [_summary(workdir, "kd", seed)["seed"] for seed in (2, 3)] == [2, 3]
+  # A tagged section of its own (beside the suite's, kept) says how it counts replicas.
+  assert study.main(base + ["--no-train", "--write-results", "--results-path", results_path,
+                            "--results-tag", "replicas"]) == 0
+  text = open(results_path).read()
+  main_table = section[:section.index("<!-- end study.digits_smoke -->")]
+  assert main_table in text
+  tagged = text[text.index("<!-- begin study.digits_smoke.replicas -->"):]
+  assert "## digits_smoke (replicas): " in tagged
+  assert "- Replicas: seeds trained together as replicas of one run (2 at a time" in tagged
+  assert (tmp_path / "study" / "digits_smoke_replicas_accuracy.png").exists()
 
   png = tmp_path / "study" / "digits_smoke_accuracy.png"
   assert png.read_bytes().startswith(PNG_SIGNATURE) and png.stat().st_size > 1000
