@@ -27,6 +27,9 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
 STAGES = ("teacher", "student")
 STEPS = 3
+# The teacher as small as the student: what is checked is how processes train, not a model.
+SMALL_TEACHER = ("--config.stages.teacher.student_model=cnn_small",
+                 "--config.stages.student.teacher_model=cnn_small")
 GLOBAL_DEVICES = 4
 NUM_PROCESSES = 2
 TOLERANCE = 1e-5
@@ -54,7 +57,7 @@ def start_quickstart(workdir: str, data_dir: str, devices_per_process: int, log_
                      *process_flags: str) -> tuple[subprocess.Popen, str]:
   command = [sys.executable, "-m", "jaxkd.main", f"--config={QUICKSTART}",
              f"--workdir={workdir}", f"--config.max_steps={STEPS}",
-             f"--config.data_dir={data_dir}", *process_flags]
+             f"--config.data_dir={data_dir}", *SMALL_TEACHER, *process_flags]
   with open(log_path, "w") as log:
     process = subprocess.Popen(command, cwd=REPO, env=child_env(devices_per_process),
                                stdout=log, stderr=subprocess.STDOUT)

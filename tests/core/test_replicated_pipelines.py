@@ -17,11 +17,11 @@ from tests.core.test_replicated_runs import _digits_config, _export
 def _generous_pipeline(**shared):
   """standard ▶ generous ▶ student on digits, 10 steps a stage: G starts from, and learns
   from, the standard teacher."""
-  generous = _digits_config(method="generous", student_model="cnn_large",
-                            teacher_model="cnn_large", teacher_checkpoint="@standard")
-  student = _digits_config(teacher_model="cnn_large", teacher_checkpoint="@generous")
+  generous = _digits_config(method="generous", student_model="cnn_small",
+                            teacher_model="cnn_small", teacher_checkpoint="@standard")
+  student = _digits_config(teacher_model="cnn_small", teacher_checkpoint="@generous")
   config = config_schema.pipeline_config({
-      "standard": _digits_config(method="ce", student_model="cnn_large"),
+      "standard": _digits_config(method="ce", student_model="cnn_small"),
       "generous": generous, "student": student})
   config.max_steps = 10
   for field, value in shared.items():
@@ -50,7 +50,7 @@ def test_a_pipeline_with_seeds_chains_each_seed_to_its_own_teacher(tmp_path):
   # teacher, not seed 0's, though both are frozen); a single run completes {seed} too.
   alone_dir = str(tmp_path / "single")
   single = train.train_and_evaluate(_digits_config(
-      method="generous", student_model="cnn_large", teacher_model="cnn_large",
+      method="generous", student_model="cnn_small", teacher_model="cnn_small",
       teacher_checkpoint=os.path.join(workdir, "seed_{seed}", "standard"), seed=1,
       max_steps=10), alone_dir)
   replica = _export(os.path.join(workdir, "seed_1", "generous"))

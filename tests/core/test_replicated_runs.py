@@ -25,13 +25,13 @@ def _digits_config(**fields):
 @pytest.fixture(scope="module")
 def digits_teacher(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("teacher"))
-  teacher = _digits_config(method="ce", student_model="cnn_large", max_steps=20)
+  teacher = _digits_config(method="ce", student_model="cnn_small", max_steps=20)
   train.train_and_evaluate(teacher, workdir)
   return workdir
 
 
 def _student(teacher, **fields):
-  return _digits_config(teacher_model="cnn_large", teacher_checkpoint=teacher, **fields)
+  return _digits_config(teacher_model="cnn_small", teacher_checkpoint=teacher, **fields)
 
 
 def _export(workdir):
