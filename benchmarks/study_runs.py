@@ -149,12 +149,13 @@ def _train_group(group: list[StudyRun],
                  config_of: Callable[[StudyRun], ml_collections.ConfigDict]) -> list[Summary]:
   """Trains a group's runs, as replicas of one run (or pipeline) when there are several; their
   summaries. Replica s writes what the run alone writes, to `<label>/seed_<s>` (`run_dir`)."""
+  config = config_of(group[0])
   if len(group) == 1:
     os.makedirs(group[0].workdir, exist_ok=True)
-    return [train.train_and_evaluate(config_of(group[0]), group[0].workdir)]
-  config = config_of(group[0])
-  config.seeds = ",".join(str(run.seed) for run in group)
-  train.train_and_evaluate(config, os.path.dirname(group[0].workdir))
+    train.train_and_evaluate(config, group[0].workdir)
+  else:
+    config.seeds = ",".join(str(run.seed) for run in group)
+    train.train_and_evaluate(config, os.path.dirname(group[0].workdir))
   return [reporting.read_summary(run.workdir) for run in group]
 
 
