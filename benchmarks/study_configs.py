@@ -90,8 +90,9 @@ def run_config(suite: study_suite.Suite, entry: study_suite.MethodEntry, seed: i
   teacher = teacher_dir
   stages = {}
   for stage in entry.teacher_stages:
-    stages[stage.name] = _method_run(suite, stage.method, suite.teacher.model, stage.settings,
-                                     teacher, seed, settings)
+    stages[stage.name] = apply_overrides(
+        _method_run(suite, stage.method, suite.teacher.model, stage.settings, teacher, seed,
+                    settings), stage.overrides, f"suite '{suite.name}' stage '{stage.name}'")
     teacher = f"@{stage.name}"
   student = _method_run(suite, entry.method, suite.student_model, entry.settings, teacher, seed,
                         settings)

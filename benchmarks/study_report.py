@@ -100,16 +100,27 @@ def protocol(suite: study_suite.Suite, settings: study_configs.RunSettings) -> s
   config = study_configs.base_run(suite, settings)
   info = data.dataset_info(suite.dataset)
   held_out = config.validation_examples
+  per_class = config.train_examples_per_class
+  available = info.num_train - held_out
+  if per_class:
+    trained = (f"trained on {per_class} images of every class ({per_class * info.num_classes:,} "
+               f"images, class-balanced, chosen by train_subset_seed {config.train_subset_seed} "
+               f"alone among the {available:,} training images"
+               f"{' that the validation split leaves' if held_out else ''}: the same images for "
+               "every run)")
+    others = f"{held_out:,} other training images are"
+  else:
+    trained = (f"trained on {available:,} of the {info.num_train:,} training images" if held_out
+               else f"trained on the {info.num_train:,} training images")
+    others = f"the other {held_out:,} are"
   if held_out:
-    splits = (f"trained on {info.num_train - held_out:,} of the {info.num_train:,} training "
-              f"images; the other {held_out:,} are the validation split (class-balanced, chosen "
-              f"by validation_seed {config.validation_seed} alone: the same images for every "
+    splits = (f"{trained}; {others} the validation split (class-balanced, chosen by "
+              f"validation_seed {config.validation_seed} alone: the same images for every "
               f"run); tested on the {info.num_eval:,} test images")
     best = ("**at best validation**: test accuracy at the evaluation of highest validation "
             "accuracy")
   else:
-    splits = (f"trained on the {info.num_train:,} training images, tested on the "
-              f"{info.num_eval:,} test images; no validation split")
+    splits = (f"{trained}, tested on the {info.num_eval:,} test images; no validation split")
     best = ("**at best test**: the highest test accuracy of any evaluation (selected on test: "
             "optimistic)")
   return (f"{suite.dataset}: {splits}. An evaluation every {_cadence(config)} and at the last "

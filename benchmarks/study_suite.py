@@ -54,10 +54,13 @@ class TrainedTeacher:
 @dataclasses.dataclass(frozen=True)
 class TeacherStage:
   """A stage that trains a new teacher (of the suite teacher's architecture) from the one
-  before it, e.g. Generous Teacher; the entry's method then distils from the last one."""
+  before it, e.g. Generous Teacher; the entry's method then distils from the last one.
+  `overrides` are config fields of this stage over the suite's schedule (its optimizer, say;
+  fields a pipeline shares with its stages, such as num_epochs, stay the suite's)."""
   name: str
   method: str
   settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,8 @@ import ml_collections
 # Fields that a pipeline shares with each of its stages, by reference.
 SHARED_FIELDS = ("dataset", "data_dir", "batch_size", "eval_batch_size", "num_epochs",
                  "max_steps", "seed", "num_replicas", "seeds", "input_path", "half_precision",
-                 "conv_impl", "validation_examples", "validation_seed")
+                 "conv_impl", "validation_examples", "validation_seed",
+                 "train_examples_per_class", "train_subset_seed")
 
 
 def sgd_config(learning_rate: float = 0.05, weight_decay: float = 5e-4,
@@ -73,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
   # as the 'validation' split; "best" checkpoints are then chosen on it, never on 'test'.
   config.validation_examples = 0
   config.validation_seed = 0
+  # > 0: train on this many images of every class (class-balanced, chosen by
+  # train_subset_seed alone among those the validation split leaves); 0: all of them.
+  config.train_examples_per_class = 0
+  config.train_subset_seed = 0
 
   config.optimizer = sgd_config()  # Student (and the method's extra modules).
   config.teacher_optimizer = sgd_config()  # Used only by methods that train the teacher.

@@ -16,7 +16,8 @@ FIELD_TYPES = {name: type(value) for name, value in config_schema.base_config().
 # The valid range of every numeric field of FIELD_TYPES.
 FIELD_RANGES = {
     "image_size": AT_LEAST_ONE, "validation_examples": NON_NEGATIVE,  # 0: none.
-    "validation_seed": NON_NEGATIVE, "eval_every_steps": NON_NEGATIVE,  # 0: per epoch.
+    "validation_seed": NON_NEGATIVE, "train_examples_per_class": NON_NEGATIVE,
+    "train_subset_seed": NON_NEGATIVE, "eval_every_steps": NON_NEGATIVE,  # 0: per epoch.
     "batch_size": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
     "num_epochs": AT_LEAST_ONE, "max_steps": NON_NEGATIVE,  # 0: no limit.
     "seed": NON_NEGATIVE, "num_replicas": AT_LEAST_ONE, "log_every_steps": AT_LEAST_ONE,

@@ -42,20 +42,24 @@ SKD_OURS = ("the simplifier (self-attention over the batch axis, 1 head, d = C, 
             "reconstruction; its CE guard (weight 1) and the CE/KD weights 1/1 are jaxkd's")
 
 
-def methods(dkd_warmup_epochs: int = 20,
-            generous_from_teacher: bool = False) -> tuple[MethodEntry, ...]:
+def methods(dkd_warmup_epochs: int = 20, generous_from_teacher: bool = False,
+            generous_overrides: dict | None = None, generous_start: str = "",
+            dkd_ours: str = "") -> tuple[MethodEntry, ...]:
   """Every method that applies to the pair, with its published CIFAR-100 settings.
 
   DKD uses mdistiller's β = 2 for resnet56 → resnet20 (configs/cifar100/dkd/res56_res20.yaml);
   `dkd_warmup_epochs` shortens its 20-epoch warm-up for short runs. The Generous Teacher
-  trains G from scratch unless `generous_from_teacher` (G starts from the teacher).
+  trains G from scratch unless `generous_from_teacher` (G starts from the teacher), with
+  `generous_overrides` over the suite's schedule, described by `generous_start`.
   """
-  generous_start = ("G starts from the teacher (init_from_teacher)" if generous_from_teacher
-                    else "G from scratch, on the student's schedule")
+  generous_start = generous_start or (
+      "G starts from the teacher (init_from_teacher)" if generous_from_teacher
+      else "G from scratch, on the student's schedule")
   return (
       MethodEntry("ce", "ce"),
       MethodEntry("kd", "kd"),
-      MethodEntry("dkd", "dkd", {"beta": 2.0, "warmup_epochs": dkd_warmup_epochs}),
+      MethodEntry("dkd", "dkd", {"beta": 2.0, "warmup_epochs": dkd_warmup_epochs},
+                  ours=dkd_ours),
       MethodEntry("lskd", "lskd"),
       MethodEntry("ka", "ka"),
       MethodEntry("dtd", "dtd",
@@ -71,7 +75,8 @@ def methods(dkd_warmup_epochs: int = 20,
                         "head (the released code evaluates the student's own, untrained head)")),
       MethodEntry("generous_kd", "kd",
                   teacher_stages=(TeacherStage("generous", "generous",
-                                               {"init_from_teacher": generous_from_teacher}),),
+                                               {"init_from_teacher": generous_from_teacher},
+                                               dict(generous_overrides or {})),),
                   ours=("generous teacher G: k = 2, λ = 1, each model's own std over all C "
                         f"logits, no TCKD (the paper's k and λ are unknown); {generous_start}")),
   )

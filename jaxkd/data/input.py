@@ -10,11 +10,12 @@ Two interchangeable paths produce the same contract (see `Input`):
 Evaluation splits: 'test' is the data set's published evaluation split (CIFAR's test split,
 ImageNet's TFDS 'validation' split, as papers report); 'validation' exists when
 `validation_examples` > 0 and is held out of the training split (`validation_split`), which
-then trains on the rest.
+then trains on the rest, or on `train_examples_per_class` images of every class of the rest.
 
 Config fields read: dataset, data_dir ('' = TFDS default), batch_size and eval_batch_size
 (global), seed, input_path ('auto' | 'device' | 'tfdata', default 'auto'), image_size (ImageNet
-resolution, default 224), validation_examples and validation_seed (default 0: no validation).
+resolution, default 224), validation_examples and validation_seed (default 0: no validation),
+train_examples_per_class and train_subset_seed (default 0: every training example).
 """
 
 import dataclasses
@@ -24,7 +25,8 @@ import ml_collections
 
 from jaxkd.data import datasets
 from jaxkd.data import tfds_source
-from jaxkd.data.input_base import TEST_SPLIT, VALIDATION_SPLIT, Input, split_arrays
+from jaxkd.data.input_base import (TEST_SPLIT, VALIDATION_SPLIT, Input, TrainingSelection,
+                                    split_arrays)
 from jaxkd.ranges import check_choice
 
 INPUT_PATHS = ("auto", "device", "tfdata")
@@ -69,14 +71,15 @@ def create_input(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     check_batch_size(f"config.{field}", config[field], mesh.devices.size)
   info = _model_info(source, config)
   builder = tfds_source.prepared_builder(source, config.data_dir)
-  holdout = config.get("validation_examples", 0)
-  validation_seed = config.get("validation_seed", 0)
+  selection = TrainingSelection.from_config(config)
   if path == "device":
     from jaxkd.data import device_input  # pylint: disable=g-import-not-at-top
     train = tfds_source.load_split_arrays(builder, source.train_split)
     evaluation = {TEST_SPLIT: tfds_source.load_split_arrays(builder, source.eval_split)}
-    if holdout:
-      train, evaluation[VALIDATION_SPLIT] = split_arrays(train, holdout, validation_seed)
+    if selection.selects:
+      train, validation = split_arrays(train, selection)
+      if validation is not None:
+        evaluation[VALIDATION_SPLIT] = validation
     return device_input.DeviceInput(
         info, train=train, evaluation=evaluation,
         batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
@@ -85,4 +88,4 @@ def create_input(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
   return tfdata_input.TfDataInput(
       info, source, builder, batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size, seed=config.seed, mesh=mesh,
-      validation_examples=holdout, validation_seed=validation_seed)
+      selection=selection)

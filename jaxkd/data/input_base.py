@@ -5,6 +5,7 @@
 
 import abc
 import copy
+import dataclasses
 from typing import Iterator
 
 import jax
@@ -69,9 +70,37 @@ class Input(abc.ABC):
     return split
 
 
-def split_arrays(train: tuple[np.ndarray, np.ndarray], validation_examples: int,
-                 seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-  """(train, validation) arrays: `validation_examples` held out, class-balanced and seeded."""
+@dataclasses.dataclass(frozen=True)
+class TrainingSelection:
+  """Which training examples a run uses (config fields of the same names; 0 = off)."""
+  validation_examples: int = 0
+  validation_seed: int = 0
+  train_examples_per_class: int = 0
+  train_subset_seed: int = 0
+
+  @classmethod
+  def from_config(cls, config) -> "TrainingSelection":
+    return cls(**{field.name: config.get(field.name, 0) for field in dataclasses.fields(cls)})
+
+  @property
+  def selects(self) -> bool:
+    """Whether the training split is cut at all (else it is read as stored)."""
+    return bool(self.validation_examples or self.train_examples_per_class)
+
+
+def split_arrays(train: tuple[np.ndarray, np.ndarray], selection: TrainingSelection
+                 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+  """(train, validation or None) arrays of the training split under `selection`.
+
+  The validation split is held out first (class-balanced, chosen by validation_seed), then
+  `train_examples_per_class` of every class are kept of the rest (chosen by
+  train_subset_seed): the validation images are the same with or without a subset.
+  """
   images, labels = train
-  kept, held_out = validation_split.holdout(labels, validation_examples, seed)
-  return (images[kept], labels[kept]), (images[held_out], labels[held_out])
+  kept, held_out = validation_split.holdout(labels, selection.validation_examples,
+                                            selection.validation_seed)
+  if selection.train_examples_per_class:
+    kept = kept[validation_split.balanced_subset(labels[kept], selection.train_examples_per_class,
+                                                 selection.train_subset_seed)]
+  validation = (images[held_out], labels[held_out]) if selection.validation_examples else None
+  return (images[kept], labels[kept]), validation

@@ -56,8 +56,8 @@ class TfDataInput(input_lib.Input):
 
   def __init__(self, info: datasets.DatasetInfo, source: datasets.DatasetSource,
                builder: tfds.core.DatasetBuilder, *, batch_size: int, eval_batch_size: int,
-               seed: int, mesh: jax.sharding.Mesh, validation_examples: int = 0,
-               validation_seed: int = 0):
+               seed: int, mesh: jax.sharding.Mesh,
+               selection: input_lib.TrainingSelection = input_lib.TrainingSelection()):
     self.info = info
     self._builder = builder
     self._in_memory = source.fits_in_memory
@@ -66,6 +66,11 @@ class TfDataInput(input_lib.Input):
     self._local_eval_batch = eval_batch_size // jax.process_count()
     self._sharding = NamedSharding(mesh, P("data"))
     train_split, eval_splits = source.train_split, {input_lib.TEST_SPLIT: source.eval_split}
+    validation_examples = selection.validation_examples
+    if selection.train_examples_per_class and not self._in_memory:
+      raise ValueError(f"train_examples_per_class needs a data set read into memory; "
+                       f"'{info.name}' is streamed from its files (choose a subset with a "
+                       "smaller data set, or set it to 0)")
     if validation_examples:  # In memory, the held-out examples are chosen from the arrays.
       streamed = validation_split.streamed_splits(source.train_split, validation_examples)
       eval_splits[input_lib.VALIDATION_SPLIT] = None if self._in_memory else streamed[1]
@@ -75,7 +80,7 @@ class TfDataInput(input_lib.Input):
     self._eval_tfds_splits = {name: _host_split(split, drop_remainder=False)
                               for name, split in eval_splits.items() if split is not None}
     if self._in_memory:
-      self._load_in_memory(source, validation_examples, validation_seed)
+      self._load_in_memory(source, selection)
       host_train = int(self._train_examples.cardinality())
       host_eval = {name: int(examples.cardinality())
                    for name, examples in self._eval_examples.items()}
@@ -104,26 +109,27 @@ class TfDataInput(input_lib.Input):
       return validation_examples
     return self._builder.info.splits[eval_splits[name]].num_examples
 
-  def _load_in_memory(self, source: datasets.DatasetSource, validation_examples: int,
-                      validation_seed: int) -> None:
+  def _load_in_memory(self, source: datasets.DatasetSource,
+                      selection: input_lib.TrainingSelection) -> None:
     """This host's train and evaluation examples, read once into memory.
 
-    With a validation split, every host reads the whole training split, holds out the same
-    examples, and keeps every P-th of the rest (equal parts) and of the held-out ones.
+    With a validation split or a subset, every host reads the whole training split, selects
+    the same examples, and keeps every P-th of the training ones (equal parts) and of the
+    held-out ones.
     """
     self._eval_examples = {input_lib.TEST_SPLIT: self._examples_in_memory(
         self._eval_tfds_splits[input_lib.TEST_SPLIT])}
-    if not validation_examples:
+    if not selection.selects:
       self._train_examples = self._examples_in_memory(self._train_split)
       return
     train, validation = input_lib.split_arrays(
-        tfds_source.load_split_arrays(self._builder, source.train_split), validation_examples,
-        validation_seed)
+        tfds_source.load_split_arrays(self._builder, source.train_split), selection)
     hosts = jax.process_count()
     per_host = len(train[1]) // hosts
     self._train_examples = _dataset_of(*(a[self._host::hosts][:per_host] for a in train))
-    self._eval_examples[input_lib.VALIDATION_SPLIT] = _dataset_of(
-        *(a[self._host::hosts] for a in validation))
+    if validation is not None:
+      self._eval_examples[input_lib.VALIDATION_SPLIT] = _dataset_of(
+          *(a[self._host::hosts] for a in validation))
 
   def _examples_in_memory(self, split: Any) -> tf.data.Dataset:
     return _dataset_of(*tfds_source.load_split_arrays(self._builder, split))

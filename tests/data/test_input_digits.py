@@ -189,6 +189,40 @@ def test_bad_settings_fail_before_any_work(digits_dir):
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_a_training_subset_is_class_balanced_and_disjoint_from_validation(
+    path, digits_dir, digits_splits):
+  """Both paths train on the same 20 images of every class, none of them held out for
+  validation, and the validation split is the one a run without a subset holds out."""
+  config = make_config("digits", digits_dir, input_path=path, batch_size=40,
+                       validation_examples=100, train_examples_per_class=20, train_subset_seed=3)
+  data = jaxkd.data.create_input(config, data_mesh())
+  assert data.steps_per_epoch == 200 // 40
+  seen = [as_numpy(next(data.train_batches(s))) for s in range(data.steps_per_epoch)]
+  labels = np.concatenate([b["label"] for b in seen])
+  assert np.all(np.bincount(labels, minlength=10) == 20)
+  selection = jaxkd.data.input_base.TrainingSelection(100, 0, 20, 3)
+  (kept_images, kept_labels), (held_images, _) = jaxkd.data.input_base.split_arrays(
+      digits_splits["train"], selection)
+  assert np.all(np.bincount(kept_labels, minlength=10) == 20)
+  kept_rows = {row.tobytes() for row in kept_images}
+  assert not kept_rows & {row.tobytes() for row in held_images}
+  _, unsubset_validation = jaxkd.data.input_base.split_arrays(
+      digits_splits["train"], jaxkd.data.input_base.TrainingSelection(100, 0))
+  np.testing.assert_array_equal(held_images, unsubset_validation[0])
+  # Every image trained on (crop/flip-free digits: the normalised pixels) is in the subset.
+  info = data.info
+  pixels = np.concatenate([b["image"] for b in seen]) * info.std[0] + info.mean[0]
+  trained_rows = {np.rint(p * 255).astype(np.uint8).tobytes() for p in pixels}
+  assert trained_rows <= kept_rows
+
+
+def test_a_subset_larger_than_a_class_is_one_line(digits_dir):
+  with pytest.raises(ValueError, match="train_examples_per_class=500 must be between 1 and"):
+    jaxkd.data.create_input(make_config("digits", digits_dir, train_examples_per_class=500),
+                            data_mesh())
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_validation_split_is_held_out_of_training(path, digits_dir, digits_splits):
   """Both paths hold out the same 100 class-balanced training images, train on the other
   1,337, and evaluate each held-out image once."""
@@ -203,7 +237,8 @@ def test_validation_split_is_held_out_of_training(path, digits_dir, digits_split
   labels = np.concatenate([b["label"] for b in batches])[mask]
   assert np.all(np.bincount(labels, minlength=10) == 10)
   train_images, train_labels = digits_splits["train"]
-  _, held_out = jaxkd.data.input_base.split_arrays((train_images, train_labels), 100, 0)
+  _, held_out = jaxkd.data.input_base.split_arrays(
+      (train_images, train_labels), jaxkd.data.input_base.TrainingSelection(100, 0))
   info = data.info
   images = np.concatenate([b["image"] for b in batches])[mask]
   np.testing.assert_allclose(images, (held_out[0] / 255.0 - info.mean[0]) / info.std[0],

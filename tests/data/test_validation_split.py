@@ -43,3 +43,21 @@ def test_holdout_rejects_sizes_that_leave_a_class_empty():
 
 def test_streamed_splits_hold_out_the_first_examples():
   assert validation_split.streamed_splits("train", 10_000) == ("train[10000:]", "train[:10000]")
+
+
+def test_balanced_subset_keeps_n_of_every_class_chosen_by_its_seed():
+  labels = np.random.default_rng(5).permutation(labels_of([50, 40, 60, 30]))
+  subset = validation_split.balanced_subset(labels, 7, seed=0)
+  assert np.all(np.bincount(labels[subset], minlength=4) == 7)
+  assert np.all(np.diff(subset) > 0)
+  assert np.array_equal(subset, validation_split.balanced_subset(labels, 7, seed=0))
+  assert not np.array_equal(subset, validation_split.balanced_subset(labels, 7, seed=1))
+  # Ranks are fixed per seed: a larger subset contains the smaller one.
+  assert set(subset) < set(validation_split.balanced_subset(labels, 12, seed=0))
+
+
+@pytest.mark.parametrize("per_class", [0, -1, 31])
+def test_balanced_subset_rejects_sizes_a_class_cannot_give(per_class):
+  with pytest.raises(ValueError, match=f"train_examples_per_class={per_class} must be between 1 "
+                     "and 30 \\(class 3 has 30 training examples"):
+    validation_split.balanced_subset(labels_of([50, 40, 60, 30]), per_class, seed=0)
