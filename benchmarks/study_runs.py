@@ -7,14 +7,16 @@ is done when its summary.json shows that it reached the step its config stops at
 stage, for a pipeline); `train_and_evaluate` resumes an unfinished one from its checkpoint.
 """
 
+import contextlib
 import dataclasses
 import os
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import jax
 import ml_collections
 
-from jaxkd import config_schema, pipeline, reporting, train
+from jaxkd import config_schema, pipeline, reporting, train, workdir_lock
 
 Summary = dict[str, Any]
 
@@ -148,14 +150,18 @@ def replica_groups(runs: Sequence[StudyRun],
 def _train_group(group: list[StudyRun],
                  config_of: Callable[[StudyRun], ml_collections.ConfigDict]) -> list[Summary]:
   """Trains a group's runs, as replicas of one run (or pipeline) when there are several; their
-  summaries. Replica s writes what the run alone writes, to `<label>/seed_<s>` (`run_dir`)."""
+  summaries. Replica s writes what the run alone writes, to `<label>/seed_<s>` (`run_dir`).
+  Each run's workdir is locked while it trains (`workdir_lock`)."""
   config = config_of(group[0])
-  if len(group) == 1:
-    os.makedirs(group[0].workdir, exist_ok=True)
-    train.train_and_evaluate(config, group[0].workdir)
-  else:
-    config.seeds = ",".join(str(run.seed) for run in group)
-    train.train_and_evaluate(config, os.path.dirname(group[0].workdir))
+  with contextlib.ExitStack() as locks:
+    for run in group:
+      os.makedirs(run.workdir, exist_ok=True)
+      locks.enter_context(workdir_lock.hold(run.workdir, jax.process_index()))
+    if len(group) == 1:
+      train.train_and_evaluate(config, group[0].workdir)
+    else:
+      config.seeds = ",".join(str(run.seed) for run in group)
+      train.train_and_evaluate(config, os.path.dirname(group[0].workdir))
   return [reporting.read_summary(run.workdir) for run in group]
 
 

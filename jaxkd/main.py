@@ -18,10 +18,12 @@ import sys
 import tempfile
 
 from absl import app, flags
+import jax
 import ml_collections
 from ml_collections import config_flags
 
-from jaxkd import config_schema, config_validation, console, data, distributed, pipeline
+from jaxkd import (config_schema, config_validation, console, data, distributed, pipeline,
+                   workdir_lock)
 from jaxkd.data import datasets, tfds_source
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
@@ -253,7 +255,8 @@ def main(argv: list[str]) -> None:
   from jaxkd import train  # After distributed start-up, which must precede any JAX computation.
   try:
     check_run(config, workdir)
-    summary = train.train_and_evaluate(config, workdir)
+    with workdir_lock.hold(workdir, jax.process_index()):
+      summary = train.train_and_evaluate(config, workdir)
   except (ValueError, FileNotFoundError, FloatingPointError, data.MissingDatasetError,
           train.TrainingInterrupted) as error:
     sys.exit(f"jaxkd: {error}")
