@@ -23,7 +23,7 @@ import time
 
 from benchmarks import (common, study_configs, study_estimate, study_plots, study_report,
                         study_results, study_runs, study_sources, study_suite)
-from jaxkd import train
+from jaxkd import compile_cache, train
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace, command: str) -> None:
 
 def main(argv: list[str]) -> int:
   args = parse_args(argv)
+  compile_cache.enable()
   try:
     run(args, common.command_line("benchmarks.study", argv))
   except (ValueError, FileNotFoundError, FloatingPointError, train.TrainingInterrupted) as error:

@@ -22,8 +22,8 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from jaxkd import (config_schema, config_validation, console, data, distributed, pipeline,
-                   workdir_lock)
+from jaxkd import (compile_cache, config_schema, config_validation, console, data, distributed,
+                   pipeline, workdir_lock)
 from jaxkd.data import datasets, tfds_source
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
@@ -252,6 +252,7 @@ def main(argv: list[str]) -> None:
   console.show_own_lines_only(flags.FLAGS.verbosity)
   distributed.initialize(_FLAGS.coordinator_address.value, _FLAGS.num_processes.value,
                          _FLAGS.process_id.value)
+  compile_cache.enable()
   from jaxkd import train  # After distributed start-up, which must precede any JAX computation.
   try:
     check_run(config, workdir)

@@ -18,8 +18,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxkd import (config_schema, config_validation, data, pipeline, replicas, run_builder,
-                   run_lanes, run_record)
+from jaxkd import (compile_cache, config_schema, config_validation, data, pipeline, replicas,
+                   run_builder, run_lanes, run_record)
 from jaxkd import step as step_lib
 from jaxkd.models import layers
 from jaxkd.methods import base
@@ -152,12 +152,14 @@ def _train_steps(config, run: run_builder.Run, state: DistillState,
   batches = _train_batches(lane_inputs, start_step, run.mesh)
   tracker = StepTracker(start_step)
   window_start = time.time()
+  compiles = compile_cache.CompileWatch()
   for step in range(start_step, stop_step):
     state, metrics = run.train_step(state, next(batches))
     done = step + 1
     tracker.add(metrics, into_window=step != start_step)
     if step == start_step:  # The first step compiles: keep it out of the throughput.
       jax.block_until_ready(state)
+      logging.info("First train step: %s.", compiles.describe())
       window_start = time.time()
       stops.arm()  # From now on a signal saves before it stops.
     log = tracker.window_steps and (done % config.log_every_steps == 0 or done == stop_step)
