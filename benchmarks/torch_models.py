@@ -18,7 +18,9 @@ the same name (`jaxkd.torch_layout` maps between the two):
 - ShuffleNetV1/V2 (`ShuffleNetv1.py`, `ShuffleNetv2.py`): `conv1`, `bn1`, `layer{s}.{i}.*`
   (V2: `layer{s}.0` is the down-sampling unit), V2's `conv2`/`bn2`, `linear`.
 
-`forward` returns the logits. The global pooling is a mean over the last feature map, which
+`forward` returns the logits; the models whose classifier pools their distillation feature
+(CIFAR ResNets, WRNs, VGGs) also have `forward_features` → (feature map, logits), the map
+jaxkd's zoo returns as `feature` (SimKD and ATSC project it). The global pooling is a mean over the last feature map, which
 is what the references' fixed-size pools compute on the input size they are defined for.
 Initialisation follows each reference. This module imports no jax.
 """
@@ -163,10 +165,12 @@ class CifarResNet(nn.Module):
     self.fc = nn.Linear(widths[3], num_classes)
     _init_like_reference(self)
 
+  def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    feature = self.layer3(self.layer2(self.layer1(F.relu(self.bn1(self.conv1(x))))))
+    return feature, self.fc(_global_mean(feature))
+
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = F.relu(self.bn1(self.conv1(x)))
-    x = self.layer3(self.layer2(self.layer1(x)))
-    return self.fc(_global_mean(x))
+    return self.forward_features(x)[1]
 
 
 class ResNet(nn.Module):
@@ -256,9 +260,12 @@ class WideResNet(nn.Module):
     self.fc = nn.Linear(widths[2], num_classes)
     _init_like_reference(self, zero_classifier_bias=True)
 
+  def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    feature = F.relu(self.bn1(self.block3(self.block2(self.block1(self.conv1(x))))))
+    return feature, self.fc(_global_mean(feature))
+
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = self.block3(self.block2(self.block1(self.conv1(x))))
-    return self.fc(_global_mean(F.relu(self.bn1(x))))
+    return self.forward_features(x)[1]
 
 
 def _vgg_block(in_channels: int, widths: Sequence[int]) -> nn.Sequential:
@@ -284,13 +291,16 @@ class VGG(nn.Module):
     self.classifier = nn.Linear(in_channels, num_classes)
     _init_like_reference(self, classifier_std=0.01, zero_classifier_bias=True)
 
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
+  def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pool_after_block3 = x.shape[2] == 64
     for index in range(self.num_blocks):
       x = F.relu(self._modules[f"block{index}"](x))
       if index < 3 or (index == 3 and pool_after_block3):
         x = F.max_pool2d(x, 2, 2)
-    return self.classifier(_global_mean(x))
+    return x, self.classifier(_global_mean(x))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.forward_features(x)[1]
 
 
 class InvertedResidual(nn.Module):

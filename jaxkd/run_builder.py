@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from jaxkd import config_schema, data, methods, model_loading, models, optim, replicas
+from jaxkd import config_schema, data, methods, model_loading, models, optim, precision
+from jaxkd import replicas
 from jaxkd import step as step_lib
 from jaxkd.methods import base
 from jaxkd.state import DistillState
@@ -59,7 +60,7 @@ class Run:
 
 
 def _compute_dtype(config: ml_collections.ConfigDict):
-  return jnp.bfloat16 if config.half_precision else jnp.float32
+  return jnp.bfloat16 if config.half_precision else precision.full_precision()
 
 
 def _output_shapes(module, params, batch_stats, image_shape):

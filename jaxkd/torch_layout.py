@@ -109,6 +109,9 @@ LAYOUTS: dict[str, TorchLayout] = {
     "ResNet50": TORCHVISION_RESNET,
     "ResNet18_cifar": RESNET_V2, "ResNet50_cifar": RESNET_V2,
 }
+# A module without a published definition (SimKD's projector): its PyTorch counterpart uses
+# jaxkd's own module names, so its keys are the Flax paths joined by dots.
+JAXKD_NAMES = TorchLayout("jaxkd's own module names", 32, ())
 
 
 def supported_models() -> list[str]:
@@ -151,10 +154,9 @@ def _torch_axes(leaf_name: str, ndim: int) -> tuple[int, ...] | None:
   return _CONV_TO_TORCH_AXES if ndim == 4 else _DENSE_TO_TORCH_AXES
 
 
-def _tensors(model_name: str, flat_variables: Mapping[tuple[str, ...], Any]
-             ) -> tuple[dict[str, _Tensor], list[str]]:
+def _tensors(model_name: str, layout: TorchLayout,
+             flat_variables: Mapping[tuple[str, ...], Any]) -> tuple[dict[str, _Tensor], list[str]]:
   """Every PyTorch key of the model → its `_Tensor`, and the BN `num_batches_tracked` keys."""
-  layout = layout_of(model_name)
   tensors, counters = {}, []
   for path, leaf in flat_variables.items():
     collection, *modules, leaf_name = path
@@ -169,14 +171,17 @@ def _tensors(model_name: str, flat_variables: Mapping[tuple[str, ...], Any]
   return tensors, counters
 
 
-def torch_state_dict_from_variables(model_name: str, variables: PyTree) -> dict[str, np.ndarray]:
+def torch_state_dict_from_variables(model_name: str, variables: PyTree,
+                                    layout: TorchLayout | None = None) -> dict[str, np.ndarray]:
   """The PyTorch state_dict (name → numpy array) of jaxkd `variables` of `model_name`.
 
   It loads with `load_state_dict(strict=True)` into the published definition (see
-  `layout_of(model_name).source`); BN `num_batches_tracked` is written as int64 0.
+  `layout_of(model_name).source`), or the one `layout` describes when given (`JAXKD_NAMES`
+  for a module without a published definition); BN `num_batches_tracked` is written as
+  int64 0.
   """
   flat = traverse_util.flatten_dict(variables)
-  tensors, counters = _tensors(model_name, flat)
+  tensors, counters = _tensors(model_name, layout or layout_of(model_name), flat)
   state_dict = {key: np.asarray(tensor.to_torch(np.asarray(flat[tensor.flax_path])), order="C")
                 for key, tensor in tensors.items()}
   state_dict.update({key: np.zeros((), np.int64) for key in counters})
@@ -205,9 +210,10 @@ def _problems(state_dict: Mapping[str, Any], tensors: Mapping[str, _Tensor],
 
 
 def variables_from_torch_state_dict(model_name: str, state_dict: Mapping[str, Any],
-                                    variables_like: PyTree) -> PyTree:
+                                    variables_like: PyTree,
+                                    layout: TorchLayout | None = None) -> PyTree:
   """jaxkd variables of `model_name` (numpy, structured and typed as `variables_like`) from a
-  PyTorch state_dict in the published layout.
+  PyTorch state_dict in the published layout (or in `layout`, when given).
 
   `variables_like` is the model's variables tree or its `jax.eval_shape`; it fixes the number
   of classes. `num_batches_tracked` entries are accepted and dropped.
@@ -217,12 +223,13 @@ def variables_from_torch_state_dict(model_name: str, state_dict: Mapping[str, An
       (nothing is converted then), or when `model_name` has no published layout.
   """
   flat_like = traverse_util.flatten_dict(variables_like)
-  tensors, counters = _tensors(model_name, flat_like)
+  layout = layout or layout_of(model_name)
+  tensors, counters = _tensors(model_name, layout, flat_like)
   problems = _problems(state_dict, tensors, counters, flat_like)
   if problems:
     raise ValueError(
         f"the PyTorch state_dict does not fit model '{model_name}' (layout of "
-        f"{layout_of(model_name).source}, with this number of classes): "
+        f"{layout.source}, with this number of classes): "
         + "; ".join(problems) + ". Name the architecture and class count the checkpoint was "
         "trained with")
   flat = {tensor.flax_path: np.asarray(tensor.from_torch(np.asarray(state_dict[key])),

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkd import precision
 from jaxkd.models.common import torch_default_kernel_init
 from jaxkd.models.layers import make_batch_norm, make_conv
 
@@ -28,7 +29,7 @@ def _pooling_matrix(in_size: int, out_size: int) -> np.ndarray:
 
   Output i averages inputs [⌊i·n/m⌋, ⌈(i+1)·n/m⌉) for n inputs and m outputs.
   """
-  matrix = np.zeros((out_size, in_size), np.float32)
+  matrix = np.zeros((out_size, in_size), np.float64)
   for i in range(out_size):
     start = (i * in_size) // out_size
     end = -((-(i + 1) * in_size) // out_size)
@@ -98,8 +99,8 @@ class TeacherProjectors(nn.Module):
 
 
 def shared_head_logits(classifier: Mapping[str, jax.Array], feature_map: jax.Array) -> jax.Array:
-  """ŷ = GAP(h) · W + b, in float32, with a teacher's `params['classifier']` {kernel, bias}."""
-  pooled = jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
+  """ŷ = GAP(h) · W + b, in full precision (`jaxkd.precision`), with a teacher's `params['classifier']` {kernel, bias}."""
+  pooled = jnp.mean(feature_map.astype(precision.full_precision()), axis=(1, 2))
   return pooled @ classifier["kernel"] + classifier["bias"]
 
 

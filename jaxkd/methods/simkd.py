@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxkd import losses, methods, models
+from jaxkd import losses, methods, models, precision
 from jaxkd.methods import base, projector
 from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 
@@ -49,9 +49,9 @@ def shared_head_predictions(teacher_params: Sequence[PyTree],
 
 def feature_losses(projected: Sequence[jax.Array],
                    teacher_maps: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
-  """MSE(h_i, align(f_t,i)) per teacher, in float32 (the teacher map pooled to h_i's size)."""
-  return tuple(losses.feature_mse(h.astype(jnp.float32),
-                                  projector.pool_to_match(f, h).astype(jnp.float32))
+  """MSE(h_i, align(f_t,i)) per teacher, in full precision (the teacher map pooled to h_i's size)."""
+  return tuple(losses.feature_mse(h.astype(precision.full_precision()),
+                                  projector.pool_to_match(f, h).astype(precision.full_precision()))
                for h, f in zip(projected, teacher_maps))
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxkd import losses
+from jaxkd import losses, precision
 from jaxkd.methods import base
 from jaxkd.ranges import Range
 from jaxkd.registry import Registry
@@ -107,12 +107,12 @@ def build_target(teacher_logits: jax.Array, student_logits: jax.Array, labels: j
                  hp: ml_collections.ConfigDict) -> tuple[TeacherTarget, base.Metrics]:
   """The teacher target at `hp.temperature`, after `hp.transforms` in order.
 
-  Logits are taken in float32; the teacher's carry no gradient.
+  Logits are taken in full precision (`jaxkd.precision`); the teacher's carry no gradient.
   """
-  temperature = jnp.asarray(hp.temperature, jnp.float32)
+  temperature = jnp.asarray(hp.temperature, precision.full_precision())
   target = TeacherTarget(
-      teacher_logits=jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)),
-      student_logits=student_logits.astype(jnp.float32),
+      teacher_logits=jax.lax.stop_gradient(teacher_logits.astype(precision.full_precision())),
+      student_logits=student_logits.astype(precision.full_precision()),
       temperature=temperature, teacher_temperature=temperature, t2_factor=temperature**2)
   metrics = {}
   for name in parse_transforms(hp.transforms):

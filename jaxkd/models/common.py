@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxkd import precision
+
 Initializer = Callable[..., jax.Array]
 
 kaiming_normal_fan_out: Initializer = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -43,14 +45,16 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 def pooled_classifier(feature_map: jax.Array, num_classes: int,
                       kernel_init: Initializer = torch_default_kernel_init,
                       bias_init: Initializer | None = None) -> jax.Array:
-  """logits = classifier(mean(feature_map, axis=(1, 2))), in float32.
+  """logits = classifier(mean(feature_map, axis=(1, 2))), in full precision
+  (`jaxkd.precision`: float32, float64 under jax_enable_x64).
 
   Must be called from the top-level module's compact `__call__`, so that the Dense lands
   at `params['classifier']`. `bias_init=None` selects PyTorch's default Linear bias.
   """
-  pooled = jnp.mean(feature_map.astype(jnp.float32), axis=(1, 2))
+  pooled = jnp.mean(feature_map.astype(precision.full_precision()), axis=(1, 2))
   if bias_init is None:
     bias_init = torch_default_bias_init(pooled.shape[-1])
-  classifier = nn.Dense(num_classes, dtype=jnp.float32, param_dtype=jnp.float32,
+  classifier = nn.Dense(num_classes, dtype=precision.full_precision(),
+                        param_dtype=precision.full_precision(),
                         kernel_init=kernel_init, bias_init=bias_init, name="classifier")
   return classifier(pooled)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxkd import precision
 from jaxkd.ops import cpu_conv, replica_conv
 
 ModuleDef = Any
@@ -47,9 +48,10 @@ def resolve_conv_impl(conv_impl: str) -> Callable[..., jax.Array]:
 
 
 def make_conv(dtype: Any = jnp.float32, conv_impl: str = "auto", **defaults) -> ModuleDef:
-  """`nn.Conv` with float32 parameters, compute in `dtype`, and the selected convolution."""
+  """`nn.Conv` with full-precision parameters (`jaxkd.precision`), compute in `dtype`, and the
+  selected convolution."""
   return functools.partial(
-      nn.Conv, dtype=dtype, param_dtype=jnp.float32,
+      nn.Conv, dtype=dtype, param_dtype=precision.full_precision(),
       conv_general_dilated=resolve_conv_impl(conv_impl), **defaults)
 
 
@@ -57,4 +59,4 @@ def make_batch_norm(train: bool, dtype: Any = jnp.float32) -> ModuleDef:
   """BatchNorm with PyTorch's momentum and epsilon; batch statistics when training."""
   return functools.partial(
       nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-      dtype=dtype, param_dtype=jnp.float32)
+      dtype=dtype, param_dtype=precision.full_precision())

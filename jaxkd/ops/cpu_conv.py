@@ -16,7 +16,8 @@ gradient — by one of two formulations, chosen per layer geometry (`plan_conv`)
     ∂L/∂x̃[n, s·h + i, s·w + j] += g[n, h, w] · W[i, j]ᵀ
 
   where each product is a matrix product over channels (batched over groups),
-  or an elementwise product for depthwise kernels; accumulation is in float32.
+  or an elementwise product for depthwise kernels; accumulation is in float32
+  (float64 under jax_enable_x64, `jaxkd.precision`).
 
 Under `jax.vmap` over kernels too (the replicas of `jaxkd.replicas`), each XLA piece
 is computed once per replica (`replica_conv.per_replica`) instead of as one convolution
@@ -36,10 +37,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxkd.ops import replica_conv
+from jaxkd.precision import full_precision
 
 _NHWC_HWIO = lax.ConvDimensionNumbers(
     lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
-_ACC = jnp.float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,11 +198,11 @@ def _tap_windows(x_padded: jax.Array, kernel_hw, strides, out_hw):
 
 def _dot(lhs, rhs, contract, batch, precision):
   return lax.dot_general(
-      lhs, rhs, (contract, batch), precision=precision, preferred_element_type=_ACC)
+      lhs, rhs, (contract, batch), precision=precision, preferred_element_type=full_precision())
 
 
 def _tap_forward(window: jax.Array, w_tap: jax.Array, geometry: ConvGeometry) -> jax.Array:
-  """window (N,H,W,Ci) · w_tap (Ci/G, Co) → (N,H,W,Co), per group, float32."""
+  """window (N,H,W,Ci) · w_tap (Ci/G, Co) → (N,H,W,Co), per group, full precision."""
   g = geometry.groups
   in_per_group, co = w_tap.shape
   if g == 1:
@@ -210,14 +211,15 @@ def _tap_forward(window: jax.Array, w_tap: jax.Array, geometry: ConvGeometry) ->
   window = window.reshape(*lead, g, in_per_group)
   w_tap = w_tap.reshape(in_per_group, g, co // g)
   if in_per_group == 1:
-    y = window.astype(_ACC) * w_tap[0].astype(_ACC)
+    acc = full_precision()
+    y = window.astype(acc) * w_tap[0].astype(acc)
   else:
     y = jnp.moveaxis(_dot(window, w_tap, ((4,), (0,)), ((3,), (1,)), geometry.precision), 0, 3)
   return y.reshape(*lead, co)
 
 
 def _tap_input_grad(g_out: jax.Array, w_tap: jax.Array, geometry: ConvGeometry) -> jax.Array:
-  """g_out (N,H,W,Co) · w_tapᵀ (Co, Ci/G) → (N,H,W,Ci), per group, float32."""
+  """g_out (N,H,W,Co) · w_tapᵀ (Co, Ci/G) → (N,H,W,Ci), per group, full precision."""
   g = geometry.groups
   in_per_group, co = w_tap.shape
   if g == 1:
@@ -226,14 +228,15 @@ def _tap_input_grad(g_out: jax.Array, w_tap: jax.Array, geometry: ConvGeometry) 
   g_out = g_out.reshape(*lead, g, co // g)
   w_tap = w_tap.reshape(in_per_group, g, co // g)
   if in_per_group == 1:
-    dx = jnp.sum(g_out.astype(_ACC) * w_tap[0].astype(_ACC), axis=-1, keepdims=True)
+    acc = full_precision()
+    dx = jnp.sum(g_out.astype(acc) * w_tap[0].astype(acc), axis=-1, keepdims=True)
   else:
     dx = jnp.moveaxis(_dot(g_out, w_tap, ((4,), (2,)), ((3,), (1,)), geometry.precision), 0, 3)
   return dx.reshape(*lead, g * in_per_group)
 
 
 def _tap_weight_grad(window: jax.Array, g_out: jax.Array, geometry: ConvGeometry) -> jax.Array:
-  """Σ_nhw window (N,H,W,Ci)ᵀ · g_out (N,H,W,Co) → (Ci/G, Co), per group, float32."""
+  """Σ_nhw window (N,H,W,Ci)ᵀ · g_out (N,H,W,Co) → (Ci/G, Co), per group, full precision."""
   g = geometry.groups
   ci, co = window.shape[-1], g_out.shape[-1]
   if g == 1:
@@ -242,7 +245,8 @@ def _tap_weight_grad(window: jax.Array, g_out: jax.Array, geometry: ConvGeometry
   window = window.reshape(*lead, g, ci // g)
   g_out = g_out.reshape(*lead, g, co // g)
   if ci == g:
-    dw = jnp.sum(window.astype(_ACC) * g_out.astype(_ACC), axis=(0, 1, 2))[None]
+    acc = full_precision()
+    dw = jnp.sum(window.astype(acc) * g_out.astype(acc), axis=(0, 1, 2))[None]
   else:
     dw = jnp.moveaxis(
         _dot(window, g_out, ((0, 1, 2), (0, 1, 2)), ((3,), (3,)), geometry.precision), 0, 1)
@@ -263,7 +267,7 @@ def _input_grad_taps(g_out: jax.Array, w: jax.Array, x_shape, geometry: ConvGeom
   (sh, sw), ((lh, hh), (lw, hw)) = geometry.strides, geometry.padding
   _, ho, wo, _ = g_out.shape
   hp, wp = x_shape[1] + lh + hh, x_shape[2] + lw + hw
-  zero = jnp.zeros((), _ACC)
+  zero = jnp.zeros((), full_precision())
   dx_padded = None
   for i in range(w.shape[0]):
     for j in range(w.shape[1]):
