@@ -220,3 +220,15 @@ def test_conv_layer_flops_count_multiply_adds_twice():
   assert conv_cpu.layer_flops((64, 16, 60, 60, 3, 2, 1, 3), "weight_grad") == (
       2 * 64 * 8 * 8 * 60 * 9 * 20)
   assert conv_cpu.layer_flops((1, 4, 2, 2, 1, 1, 0, 1), "value_and_grad") == 3 * 2 * 16 * 4
+
+
+@pytest.mark.slow
+def test_compile_time_loads_the_warm_step_from_the_cache(tmp_path):
+  """The cold process compiles the step, the warm one loads it: nothing left to compile."""
+  from benchmarks import compile_time  # pylint: disable=g-import-not-at-top
+  cold, warm = compile_time.cold_and_warm("kd", "resnet8", "resnet8", 8, "cifar100")
+  assert cold.compiled >= 1 and cold.loaded == 0 and cold.compile_s > 1.0
+  assert warm.loaded >= 1 and warm.compile_s < cold.compile_s
+  row = compile_time.table_row("kd", "resnet8", "resnet8", cold, warm)
+  assert row[:2] == ["kd", "resnet8 → resnet8"]
+  assert row[-1] == f"{warm.loaded} of {warm.loaded + warm.compiled}"
