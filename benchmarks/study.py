@@ -111,7 +111,9 @@ def run(args: argparse.Namespace, command: str) -> None:
     study_sources.prepare_sources(suite, workdir, settings)
   done = [study_runs.run_is_done(r, config_of(r)) for r in runs]
   estimates = None
-  if args.estimate or (suite.long and not args.no_train and not all(done)):
+  # A long suite's estimate times every pending method (about a minute each on a CPU): on its
+  # first start only; a resumed suite's ETA comes from the runs it trains.
+  if args.estimate or (suite.long and not args.no_train and not any(done)):
     pending = [r for r, is_done in zip(runs, done) if not is_done]
     estimates = study_estimate.estimate_runs(pending, config_of, sources.teacher_dir,
                                              args.estimate_steps)
