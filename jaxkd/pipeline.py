@@ -26,6 +26,7 @@ from absl import logging
 
 from jaxkd import checkpoint, config_validation, replicas, reporting, run_record
 from jaxkd.config_schema import split_names
+from jaxkd.ranges import did_you_mean
 
 # run(stage config, stage workdir, where each replica trains given its directory): summary.
 RunFn = Callable[[ml_collections.ConfigDict, str, Callable[[str], str]], dict[str, Any]]
@@ -85,7 +86,7 @@ def stages_to_run(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   unknown = [r for name in order for r in stage_references(config.stages[name]) if r not in order]
   if unknown:
     raise ValueError(f"teacher_checkpoint references unknown stage(s) {unknown}; "
-                     f"stages: {', '.join(order)}")
+                     f"stages: {', '.join(order)}{did_you_mean(unknown[0], order)}")
   if not config.teacher_checkpoint:
     return order
   return tuple(name for name in order if name not in root_stages(config))
@@ -103,7 +104,8 @@ def restart_set(config: ml_collections.ConfigDict) -> set[str]:
   unknown = named - set(config.stage_order)
   if unknown:
     raise ValueError(f"--config.restart_stages names unknown stage(s) {sorted(unknown)}; "
-                     f"stages: {', '.join(config.stage_order)}")
+                     f"stages: {', '.join(config.stage_order)}"
+                     f"{did_you_mean(min(unknown), config.stage_order)}")
   for name in config.stage_order:  # In order: a stage's teachers come before it.
     if set(stage_references(config.stages[name])) & named:
       named.add(name)
@@ -113,6 +115,7 @@ def restart_set(config: ml_collections.ConfigDict) -> set[str]:
 def validated_stages(config: ml_collections.ConfigDict,
                       workdir: str) -> dict[str, ml_collections.ConfigDict]:
   """`{name: resolved stage}` of every stage to run, each validated before any trains."""
+  restart_set(config)  # Unknown stages to restart raise here.
   stages = {}
   for name in stages_to_run(config):
     stages[name] = resolve_stage(config, name, workdir)

@@ -40,9 +40,6 @@ def checked_record(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   record's `amendments`. With `restart_stages='run'` the old results are moved aside to
   `<workdir>.replaced-<time>` and the run starts again.
   """
-  if config.restart_stages not in ("", "run"):
-    raise ValueError(f"config.restart_stages='{config.restart_stages}': a single run takes "
-                     "'run' (retrain here when the config changed) or ''")
   current = current_record(config)
   recorded = run_record.read_record(workdir)
   changes = run_record.record_changes(recorded, current) if recorded else []
