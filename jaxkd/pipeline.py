@@ -24,12 +24,14 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from jaxkd import checkpoint, config_validation, replicas, reporting, run_record
+from jaxkd import checkpoint, config_validation, replicas, reporting, run_lanes, run_record
 from jaxkd.config_schema import split_names
 from jaxkd.ranges import did_you_mean
 
-# run(stage config, stage workdir, where each replica trains given its directory): summary.
-RunFn = Callable[[ml_collections.ConfigDict, str, Callable[[str], str]], dict[str, Any]]
+# run(stage config, stage workdir, where each replica trains given its directory, how the
+# command line names the stage's flags): summary.
+RunFn = Callable[[ml_collections.ConfigDict, str, Callable[[str], str], run_lanes.CommandLine],
+                 dict[str, Any]]
 # What the pipeline's summary repeats of its last stage's (a single run's or, with seeds, the
 # replicated run's).
 LAST_STAGE_FIELDS = ("final_test_accuracy", "test_accuracy_at_best", "best_selected_by",
@@ -215,7 +217,8 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
     if name in restart:
       stage.restart_stages = "run"
     summaries[name] = run(stage, stage_dir,
-                          lambda directory, name=name: stage_run_dir(workdir, name, directory))
+                          lambda directory, name=name: stage_run_dir(workdir, name, directory),
+                          run_lanes.CommandLine(f"config.stages.{name}", name))
   summary = _pipeline_summary(summaries, config.to_dict())
   reporting.write_summary(workdir, summary)
   if replicas.asks_for_seeds(config):

@@ -63,14 +63,16 @@ def _stop_step(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple
 
 
 def train_one_run(config: ml_collections.ConfigDict, workdir: str,
-                  replica_dir: Callable[[str], str] | None = None) -> dict[str, Any]:
+                  replica_dir: Callable[[str], str] | None = None,
+                  command: run_lanes.CommandLine = run_lanes.CommandLine()) -> dict[str, Any]:
   """One training run in `workdir`, resumed from its latest good checkpoint if there is one;
   a replicated run trains its replicas in their directories under `workdir`
   (`jaxkd.replicas`: `seed_<s>`, `temperature_4`, ...), or where `replica_dir` puts them
-  (`run_lanes.checked_lanes`), and writes the summary of them all to `workdir`."""
+  (`run_lanes.checked_lanes`), and writes the summary of them all to `workdir`. `command`
+  names the run's flags in the errors it stops with (a pipeline's stage: its own)."""
   wall_start = time.time()
   config_validation.validate(config)
-  lanes = run_lanes.checked_lanes(config, workdir, replica_dir)
+  lanes = run_lanes.checked_lanes(config, workdir, replica_dir, command)
   replicated = replicas.is_replicated(config)
   seeds = tuple(lane.config.seed for lane in lanes) if replicated else None
   settings = replicas.sweep_values([lane.replica for lane in lanes]) if replicated else None

@@ -16,6 +16,7 @@ import pytest
 
 from jaxkd import data, run_builder, run_lanes, run_record, train
 from tests.config_files import load_config
+from tests.core.test_config import load_config_with_flags
 from tests.core.test_train import REPO, digits_ce, exported_params
 
 
@@ -58,7 +59,8 @@ def test_non_finite_step_stops_the_run_before_it_is_saved_and_a_fixed_rerun_resu
   config.checkpoint_every_steps, config.eval_every_steps, config.log_every_steps = 2, 4, 50
   with monkeypatch.context() as patch:
     poison_step(patch, 7)
-    with pytest.raises(FloatingPointError, match="lower config.optimizer.learning_rate") as error:
+    with pytest.raises(FloatingPointError,
+                       match="--config.optimizer.learning_rate=0.025 \\(half") as error:
       train.train_and_evaluate(config, str(tmp_path))
   # The network's forward pass swallows the NaN (the loss stays finite); its gradients do not.
   assert re.search(r"step 7 made batch_stats, params, student_opt_state non-finite .* it "
@@ -80,6 +82,47 @@ def small_quickstart(max_steps):
   config = load_config("quickstart")
   config.num_epochs, config.max_steps = 1, max_steps
   return config
+
+
+def quickstart_with_flags(*overrides):
+  """The quickstart pipeline as `python -m jaxkd.main` runs it with `overrides`."""
+  return load_config_with_flags(os.path.join(REPO, "configs", "quickstart.py"), *overrides)
+
+
+def printed_flag(message):
+  """The one `--config.a.b=v` flag that error `message` tells to add to the command."""
+  printed = re.findall(r"--config\.[\w.]+=[\w.,+-]+", message)
+  assert len(printed) == 1, message
+  return printed[0]
+
+
+SHORT_QUICKSTART = ("--config.num_epochs=1", "--config.max_steps=4")
+
+
+@pytest.mark.slow
+def test_the_printed_restart_stages_flag_retrains_the_changed_stage(tmp_path):
+  train.train_and_evaluate(quickstart_with_flags(*SHORT_QUICKSTART), str(tmp_path))
+  changed = (*SHORT_QUICKSTART, "--config.stages.student.kd.temperature=2")
+  with pytest.raises(run_record.StaleRunError) as error:
+    train.train_and_evaluate(quickstart_with_flags(*changed), str(tmp_path))
+  hint = printed_flag(str(error.value))
+  summary = train.train_and_evaluate(quickstart_with_flags(*changed, hint), str(tmp_path))
+  assert hint == "--config.restart_stages=student"
+  assert summary["stages"]["student"]["config"]["kd"]["temperature"] == 2.0
+
+
+def test_the_printed_learning_rate_flag_resumes_a_diverged_stage(tmp_path, monkeypatch):
+  flags = (*SHORT_QUICKSTART, "--config.stages.teacher.checkpoint_every_steps=2")
+  with monkeypatch.context() as patch:
+    poison_step(patch, 3)
+    with pytest.raises(FloatingPointError, match="it resumes from step 2") as error:
+      train.train_and_evaluate(quickstart_with_flags(*flags), str(tmp_path))
+  hint = printed_flag(str(error.value))
+  summary = train.train_and_evaluate(quickstart_with_flags(*flags, hint), str(tmp_path))
+  assert hint == "--config.stages.teacher.optimizer.learning_rate=0.025"
+  assert summary["stages"]["teacher"]["config_amendments"] == [
+      {"diverged_at_step": 3, "changes": ["optimizer.learning_rate: 0.05 → 0.025"]}]
+  assert summary["stages"]["student"]["steps"] == 4
 
 
 def test_a_bad_student_stage_is_refused_before_the_teacher_trains(tmp_path):
