@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxkd import data, run_builder, run_lanes, run_record, train
+from jaxkd import step as step_lib
 from tests.config_files import load_config
 from tests.core.test_config import load_config_with_flags
 from tests.core.test_train import REPO, digits_ce, exported_params
@@ -111,6 +112,7 @@ def test_the_printed_restart_stages_flag_retrains_the_changed_stage(tmp_path):
   assert summary["stages"]["student"]["config"]["kd"]["temperature"] == 2.0
 
 
+@pytest.mark.slow
 def test_the_printed_learning_rate_flag_resumes_a_diverged_stage(tmp_path, monkeypatch):
   flags = (*SHORT_QUICKSTART, "--config.stages.teacher.checkpoint_every_steps=2")
   with monkeypatch.context() as patch:
@@ -286,3 +288,46 @@ def test_a_signal_during_the_last_evaluation_or_export_stops_after_the_results(
     train.train_and_evaluate(digits_ce(10), workdir)
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["steps"] == 10
+
+
+def signal_during_a_slow_evaluation(monkeypatch, signalled_at):
+  """Makes each evaluation batch take a second; SIGTERM arrives at the second batch of the
+  first evaluation, its time appended to `signalled_at`."""
+  evaluate = step_lib.evaluate_replicas
+
+  def slow_evaluation(eval_step, params, batch_stats, batches, *args):
+    def slow_batches():
+      for index, batch in enumerate(batches):
+        if index == 1 and not signalled_at:
+          signalled_at.append(time.time())
+          os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+        yield batch
+
+    return evaluate(eval_step, params, batch_stats, slow_batches(), *args)
+
+  monkeypatch.setattr(step_lib, "evaluate_replicas", slow_evaluation)
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_evaluation_stops_at_once_and_the_rerun_redoes_it(
+    tmp_path, monkeypatch):
+  config = digits_ce(10)
+  config.eval_every_steps, config.eval_batch_size = 5, 24  # 15 batches: 15 s when slowed.
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  workdir = str(tmp_path / "stopped")
+  signalled_at = []
+  with monkeypatch.context() as patch:
+    signal_during_a_slow_evaluation(patch, signalled_at)
+    with pytest.raises(train.TrainingInterrupted, match="SIGTERM stopped training after step "
+                                                        "5: .*rerun the same command"):
+      train.train_and_evaluate(config, workdir)
+  assert time.time() - signalled_at[0] < 5
+  assert not os.listdir(os.path.join(workdir, "best"))  # Not judged: not saved as the best.
+
+  resumed = train.train_and_evaluate(config, workdir)
+  assert resumed["history"] == straight["history"]
+  assert resumed["best_step"] == straight["best_step"]
+  for a, b in zip(jax.tree.leaves(exported_params(str(tmp_path / "straight"))),
+                  jax.tree.leaves(exported_params(workdir))):
+    np.testing.assert_array_equal(a, b)
