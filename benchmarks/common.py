@@ -17,6 +17,8 @@ from typing import Sequence
 
 from jax import monitoring
 
+from jaxkd.ranges import did_you_mean
+
 # Event names jax 0.10 records (jax._src.dispatch) around each stage of a compilation.
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
@@ -88,7 +90,8 @@ def comma_list(text: str, valid: Sequence[str], flag: str) -> list[str]:
   items = [item.strip() for item in text.split(",") if item.strip()]
   for item in items:
     if item not in valid:
-      raise SystemExit(f"{flag}: unknown value '{item}'; valid: {', '.join(valid)}")
+      raise SystemExit(f"{flag}: unknown value '{item}'; valid: {', '.join(valid)}"
+                       f"{did_you_mean(item, valid)}")
   if not items:
     raise SystemExit(f"{flag} is empty")
   return items

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from jaxkd import methods
+from jaxkd.ranges import did_you_mean
 
 # The teachers shared with this repository (../shared/teachers), unless $JAXKD_SHARED_TEACHERS.
 SHARED_TEACHERS_DIR = os.environ.get(
@@ -186,7 +187,8 @@ def suite_names() -> tuple[str, ...]:
 def load_suite(name: str) -> Suite:
   """The checked suite of `benchmarks/suites/<name>.py`."""
   if name not in suite_names():
-    raise ValueError(f"no suite '{name}'; suites: {', '.join(suite_names())}")
+    raise ValueError(f"no suite '{name}'; suites: {', '.join(suite_names())}"
+                     f"{did_you_mean(name, suite_names())}")
   suite = importlib.import_module(f"{SUITES_PACKAGE}.{name}").get_suite()
   if suite.name != name:
     raise ValueError(f"benchmarks/suites/{name}.py returns a suite named '{suite.name}': "

@@ -76,9 +76,13 @@ class CheckpointStore:
     return self._last.latest_step()
 
   def save(self, step: int, state: PyTree, progress: dict, *, is_best: bool) -> None:
+    """Saves `state` and `progress` as checkpoint `step` (and as the best one if `is_best`).
+    A step saved already (its evaluation, abandoned for a signal, redone on resuming) keeps
+    its checkpoint."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               progress=ocp.args.JsonSave(progress))
-    self._last.save(step, args=args, force=True)
+    if step not in self._last.all_steps():
+      self._last.save(step, args=args, force=True)
     if is_best:
       self._best.save(step, args=args, force=True)
 

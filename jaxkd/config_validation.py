@@ -8,7 +8,8 @@ import ml_collections
 
 from jaxkd import config_schema, data, methods, models, optim, replicas
 from jaxkd.methods import base
-from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, check_choice, check_ranges
+from jaxkd.models import layers
+from jaxkd.ranges import AT_LEAST_ONE, NON_NEGATIVE, check_choice, check_ranges, did_you_mean
 
 # The type of every plain field of a run (the sections, such as `optimizer`, check their own).
 FIELD_TYPES = {name: type(value) for name, value in config_schema.base_config().items()
@@ -58,7 +59,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"{len(teacher_models)} teacher model(s) but {len(checkpoints)} teacher "
                        "checkpoint(s): give one --config.teacher_checkpoint per teacher, "
                        "comma-separated")
+  if config.restart_stages not in ("", "run"):
+    raise ValueError(f"config.restart_stages='{config.restart_stages}': a single run takes "
+                     "'run' (retrain here when the config changed) or ''"
+                     f"{did_you_mean(config.restart_stages, ['run'])}")
   check_choice("config.input_path", config.input_path, data.INPUT_PATHS)
+  check_choice("config.conv_impl", config.conv_impl, layers.CONV_IMPLS)
   for field in ("batch_size", "eval_batch_size"):
     data.check_batch_size(f"config.{field}", config[field], jax.device_count())
   trains_teacher = method.teacher_mode is base.TeacherMode.TRAINABLE

@@ -9,7 +9,6 @@ Keras and Matplotlib (imported with TensorFlow) keep their settings files in the
 """
 
 import dataclasses
-import difflib
 import importlib.machinery
 import importlib.util
 import os
@@ -23,7 +22,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from jaxkd import (compile_cache, config_schema, config_validation, console, data, distributed,
-                   pipeline, workdir_lock)
+                   pipeline, ranges, workdir_lock)
 from jaxkd.data import datasets, tfds_source
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
@@ -117,8 +116,8 @@ def _unknown_field(section: ml_collections.ConfigDict, path: str, key: str) -> s
       key in section.stages[name] for name in section.stage_order):
     return (f"this pipeline config sets {key} per stage: give --config.stages.<stage>.{key} "
             f"(stages: {', '.join(section.stage_order)})")
-  close = difflib.get_close_matches(key, list(section), n=1)
-  hint = f"did you mean --{path}.{close[0]}?" if close else f"valid: {', '.join(sorted(section))}"
+  close = ranges.closest_name(key, section)
+  hint = f"did you mean --{path}.{close}?" if close else f"valid: {', '.join(sorted(section))}"
   return f"{path} has no field '{key}'; {hint}"
 
 

@@ -24,11 +24,14 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from jaxkd import checkpoint, config_validation, replicas, reporting, run_record
+from jaxkd import checkpoint, config_validation, replicas, reporting, run_lanes, run_record
 from jaxkd.config_schema import split_names
+from jaxkd.ranges import did_you_mean
 
-# run(stage config, stage workdir, where each replica trains given its directory): summary.
-RunFn = Callable[[ml_collections.ConfigDict, str, Callable[[str], str]], dict[str, Any]]
+# run(stage config, stage workdir, where each replica trains given its directory, how the
+# command line names the stage's flags): summary.
+RunFn = Callable[[ml_collections.ConfigDict, str, Callable[[str], str], run_lanes.CommandLine],
+                 dict[str, Any]]
 # What the pipeline's summary repeats of its last stage's (a single run's or, with seeds, the
 # replicated run's).
 LAST_STAGE_FIELDS = ("final_test_accuracy", "test_accuracy_at_best", "best_selected_by",
@@ -85,7 +88,7 @@ def stages_to_run(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   unknown = [r for name in order for r in stage_references(config.stages[name]) if r not in order]
   if unknown:
     raise ValueError(f"teacher_checkpoint references unknown stage(s) {unknown}; "
-                     f"stages: {', '.join(order)}")
+                     f"stages: {', '.join(order)}{did_you_mean(unknown[0], order)}")
   if not config.teacher_checkpoint:
     return order
   return tuple(name for name in order if name not in root_stages(config))
@@ -103,7 +106,8 @@ def restart_set(config: ml_collections.ConfigDict) -> set[str]:
   unknown = named - set(config.stage_order)
   if unknown:
     raise ValueError(f"--config.restart_stages names unknown stage(s) {sorted(unknown)}; "
-                     f"stages: {', '.join(config.stage_order)}")
+                     f"stages: {', '.join(config.stage_order)}"
+                     f"{did_you_mean(min(unknown), config.stage_order)}")
   for name in config.stage_order:  # In order: a stage's teachers come before it.
     if set(stage_references(config.stages[name])) & named:
       named.add(name)
@@ -113,6 +117,7 @@ def restart_set(config: ml_collections.ConfigDict) -> set[str]:
 def validated_stages(config: ml_collections.ConfigDict,
                       workdir: str) -> dict[str, ml_collections.ConfigDict]:
   """`{name: resolved stage}` of every stage to run, each validated before any trains."""
+  restart_set(config)  # Unknown stages to restart raise here.
   stages = {}
   for name in stages_to_run(config):
     stages[name] = resolve_stage(config, name, workdir)
@@ -212,7 +217,8 @@ def run_stages(config: ml_collections.ConfigDict, workdir: str, run: RunFn) -> d
     if name in restart:
       stage.restart_stages = "run"
     summaries[name] = run(stage, stage_dir,
-                          lambda directory, name=name: stage_run_dir(workdir, name, directory))
+                          lambda directory, name=name: stage_run_dir(workdir, name, directory),
+                          run_lanes.CommandLine(f"config.stages.{name}", name))
   summary = _pipeline_summary(summaries, config.to_dict())
   reporting.write_summary(workdir, summary)
   if replicas.asks_for_seeds(config):

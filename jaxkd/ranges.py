@@ -5,7 +5,9 @@ Each config section (a method's, an optimizer's, the run's own fields) declares 
 """
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+import difflib
+import math
+from typing import Any, Iterable, Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,18 +41,41 @@ AT_LEAST_ONE = Range(1, integer=True)  # Counts.
 PROBABILITY = Range(0, 1)
 
 
+def closest_name(name: Any, names: Iterable[Any]) -> str | None:
+  """The one of `names` closest to a mistyped `name` (difflib), or None when none is close."""
+  close = difflib.get_close_matches(str(name), [str(n) for n in names], n=1)
+  return close[0] if close else None
+
+
+def did_you_mean(name: Any, names: Iterable[Any]) -> str:
+  """"; did you mean 'X'?" (to end a message) for the one of `names` closest to an unknown
+  `name`, else ''."""
+  close = closest_name(name, names)
+  return f"; did you mean '{close}'?" if close else ""
+
+
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
   """Raises ValueError naming `name`, its value and the valid choices when `value` is none of
   `choices` (for settings that take one of a few names)."""
   if value not in choices:
-    raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+                     f"{did_you_mean(value, choices)}")
+
+
+def _entries(value: Any) -> tuple[Any, ...]:
+  return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def check_ranges(section: str, values: Mapping[str, Any], ranges: Mapping[str, Range]) -> None:
-  """Raises ValueError naming `section.field`, its value and its range for the first value
-  outside its range (of a tuple, each entry is checked)."""
+  """Raises ValueError naming `section.field`, its value and its range for the first float
+  of `values` that is NaN or infinite, then for the first value outside its range (of a
+  tuple, each entry is checked)."""
+  for field, value in values.items():
+    if any(isinstance(e, float) and not math.isfinite(e) for e in _entries(value)):
+      valid = f" {ranges[field]}" if field in ranges else ""
+      raise ValueError(f"{section}.{field} must be a finite number{valid}, got {value!r}")
   for field, valid in ranges.items():
     value = values[field]
-    for entry in value if isinstance(value, (tuple, list)) else (value,):
+    for entry in _entries(value):
       if isinstance(entry, bool) or not isinstance(entry, (int, float)) or entry not in valid:
         raise ValueError(f"{section}.{field} must be {valid}, got {value!r}")

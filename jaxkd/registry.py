@@ -2,11 +2,14 @@
 
 from typing import Callable, Generic, TypeVar
 
+from jaxkd.ranges import did_you_mean
+
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-  """Maps names to objects; unknown names raise a ValueError listing the valid ones."""
+  """Maps names to objects; unknown names raise a ValueError listing the valid ones (and
+  the closest one)."""
 
   def __init__(self, kind: str):
     self.kind = kind
@@ -23,7 +26,8 @@ class Registry(Generic[T]):
   def get(self, name: str) -> T:
     if name not in self._entries:
       raise ValueError(
-          f"unknown {self.kind} '{name}'; valid {self.kind}s: {', '.join(self.names())}")
+          f"unknown {self.kind} '{name}'; valid {self.kind}s: {', '.join(self.names())}"
+          f"{did_you_mean(name, self.names())}")
     return self._entries[name]
 
   def names(self) -> list[str]:

@@ -34,6 +34,7 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxkd import config_schema
+from jaxkd.ranges import did_you_mean
 
 PyTree = Any
 REPLICA_AXIS = "replica"
@@ -63,7 +64,8 @@ def parse_sweep(text: str, method: str) -> dict[str, tuple[float, ...]]:
     section, _, field = path.strip().partition(".")
     if not values or section != method or not field:
       raise ValueError(f"config.sweep='{text}': each part is {method}.<setting>=v1,v2,... "
-                       f"(a setting of the run's method '{method}'), got '{part}'")
+                       f"(a setting of the run's method '{method}'), got '{part}'"
+                       f"{did_you_mean(section, [method]) if field else ''}")
     try:
       sweep[field] = tuple(float(v) for v in config_schema.split_names(values))
     except ValueError:

@@ -23,6 +23,15 @@ from jaxkd.state import DistillState
 from jaxkd.step_tracker import StepTracker
 
 
+@dataclasses.dataclass(frozen=True)
+class CommandLine:
+  """How `python -m jaxkd.main` names a run's settings, for the flags its errors print: the
+  `section` of its fields ('config', or 'config.stages.<stage>' for a pipeline's stage) and
+  the `restart` value of `--config.restart_stages` that retrains it ('run', or the stage)."""
+  section: str = "config"
+  restart: str = "run"
+
+
 def current_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The record (`run_record.make_record`) of a run of `config` from the exports it names now."""
   method = methods.create_method(config)
@@ -32,7 +41,8 @@ def current_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return run_record.make_record(config, inputs)
 
 
-def checked_record(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def checked_record(config: ml_collections.ConfigDict, workdir: str,
+                   command: CommandLine = CommandLine()) -> dict[str, Any]:
   """The run's record, to write to `workdir` once it resumes; raises run_record.StaleRunError
   when `workdir` holds results of another config or teacher.
 
@@ -40,9 +50,6 @@ def checked_record(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   record's `amendments`. With `restart_stages='run'` the old results are moved aside to
   `<workdir>.replaced-<time>` and the run starts again.
   """
-  if config.restart_stages not in ("", "run"):
-    raise ValueError(f"config.restart_stages='{config.restart_stages}': a single run takes "
-                     "'run' (retrain here when the config changed) or ''")
   current = current_record(config)
   recorded = run_record.read_record(workdir)
   changes = run_record.record_changes(recorded, current) if recorded else []
@@ -60,8 +67,8 @@ def checked_record(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     else:
       raise run_record.StaleRunError(
           f"{workdir} holds a run of another config ({'; '.join(changes)}): use a new "
-          "--workdir, or --config.restart_stages=run (a pipeline: the stage names) to retrain "
-          "it here (the old run is moved aside)")
+          f"--workdir, or --config.restart_stages={command.restart} to retrain it here (the "
+          "old run is moved aside)")
   elif recorded and not changes:
     current = dict(recorded, diverged_at_step=None)  # Set again if it diverges again.
   return current
@@ -76,6 +83,7 @@ class Lane:
   workdir: str
   run_workdir: str  # The workdir of the run the lane belongs to.
   record: dict[str, Any]
+  command: CommandLine = CommandLine()
   store: checkpoint.CheckpointStore | None = None
   writer: Any = None
   progress: dict[str, Any] = dataclasses.field(default_factory=lambda: {
@@ -84,16 +92,19 @@ class Lane:
       "train_seconds": 0.0, "train_images": 0})
 
 def checked_lanes(config: ml_collections.ConfigDict, workdir: str,
-                  replica_dir: Callable[[str], str] | None = None) -> list[Lane]:
+                  replica_dir: Callable[[str], str] | None = None,
+                  command: CommandLine = CommandLine()) -> list[Lane]:
   """The lanes of a run, each checked against the run its directory holds (`checked_record`)
   before anything is built. A replica's lane is `replica_dir(replica.directory)`, by default
-  that directory under `workdir` (a pipeline's stage puts seed s in `WORKDIR/seed_<s>/<stage>`)."""
+  that directory under `workdir` (a pipeline's stage puts seed s in `WORKDIR/seed_<s>/<stage>`);
+  `command` names the run's flags."""
   replica_dir = replica_dir or (lambda directory: os.path.join(workdir, directory))
   lanes = []
   for replica, single in replicas.single_runs(config):
     lane_dir = replica_dir(replica.directory) if replica.directory else workdir
     os.makedirs(lane_dir, exist_ok=True)
-    lanes.append(Lane(replica, single, lane_dir, workdir, checked_record(single, lane_dir)))
+    lanes.append(Lane(replica, single, lane_dir, workdir,
+                      checked_record(single, lane_dir, command), command))
   return lanes
 
 
@@ -127,10 +138,12 @@ def raise_if_non_finite(tracker: StepTracker, lanes: list[Lane]) -> None:
   resume = f"resumes from step {last}" if last is not None else "starts again from step 0"
   bad_lanes = ", ".join(lanes[k].replica.directory for k in bad_replicas)
   where = f" in the replicas {bad_lanes}" if len(lanes) > 1 else ""
+  lower_rate = (f"--{lanes[0].command.section}.optimizer.learning_rate="
+                f"{lanes[0].config.optimizer.learning_rate / 2:g}")
   raise FloatingPointError(
       f"step {step} made {', '.join(names)} non-finite{where} (nothing after step {step - 1} "
-      f"is saved): lower config.optimizer.learning_rate or check the data, then rerun with the "
-      f"same --workdir={lanes[0].run_workdir}: it {resume}")
+      f"is saved): rerun the same command with {lower_rate} (half the learning rate), or "
+      f"unchanged once the data is checked: it {resume}")
 
 
 def resume(run: run_builder.Run, lanes: list[Lane], model: str

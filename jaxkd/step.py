@@ -189,6 +189,10 @@ def make_eval_step(predict: Callable[[PyTree, PyTree, jax.Array], jax.Array],
                  out_shardings=replicated)
 
 
+class EvaluationStopped(Exception):
+  """An evaluation abandoned between two batches because the run is stopping."""
+
+
 def evaluate(eval_step: Callable, params: PyTree, batch_stats: PyTree,
              batches) -> dict[str, float]:
   """Top-1 and top-5 accuracy and cross entropy over every batch of `batches` (each example
@@ -196,11 +200,14 @@ def evaluate(eval_step: Callable, params: PyTree, batch_stats: PyTree,
   return evaluate_replicas(eval_step, params, batch_stats, batches)[0]
 
 
-def evaluate_replicas(eval_step: Callable, params: PyTree, batch_stats: PyTree,
-                      batches) -> list[dict[str, float]]:
-  """`evaluate` of each replica (one entry for a step that is not replicated)."""
+def evaluate_replicas(eval_step: Callable, params: PyTree, batch_stats: PyTree, batches,
+                      stopping: Callable[[], bool] = lambda: False) -> list[dict[str, float]]:
+  """`evaluate` of each replica (one entry for a step that is not replicated); raises
+  EvaluationStopped when `stopping()` turns true, checked before each batch."""
   totals = None
   for batch in batches:
+    if stopping():
+      raise EvaluationStopped()
     sums = eval_step(params, batch_stats, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = {name: np.atleast_1d(np.asarray(value, np.float64))

@@ -50,6 +50,11 @@ class StopSignals:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
 
+  def stopping(self) -> bool:
+    """Whether a signal asks this process to stop now, mid-evaluation (never with several
+    processes: they stop at a step they agree on, after it)."""
+    return jax.process_count() == 1 and self.received is not None
+
   def stop_after(self, done: int, at_boundary: bool) -> bool:
     """Whether every process stops after step `done` (called by all, at every step)."""
     if jax.process_count() == 1:

@@ -63,14 +63,16 @@ def _stop_step(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple
 
 
 def train_one_run(config: ml_collections.ConfigDict, workdir: str,
-                  replica_dir: Callable[[str], str] | None = None) -> dict[str, Any]:
+                  replica_dir: Callable[[str], str] | None = None,
+                  command: run_lanes.CommandLine = run_lanes.CommandLine()) -> dict[str, Any]:
   """One training run in `workdir`, resumed from its latest good checkpoint if there is one;
   a replicated run trains its replicas in their directories under `workdir`
   (`jaxkd.replicas`: `seed_<s>`, `temperature_4`, ...), or where `replica_dir` puts them
-  (`run_lanes.checked_lanes`), and writes the summary of them all to `workdir`."""
+  (`run_lanes.checked_lanes`), and writes the summary of them all to `workdir`. `command`
+  names the run's flags in the errors it stops with (a pipeline's stage: its own)."""
   wall_start = time.time()
   config_validation.validate(config)
-  lanes = run_lanes.checked_lanes(config, workdir, replica_dir)
+  lanes = run_lanes.checked_lanes(config, workdir, replica_dir, command)
   replicated = replicas.is_replicated(config)
   seeds = tuple(lane.config.seed for lane in lanes) if replicated else None
   settings = replicas.sweep_values([lane.replica for lane in lanes]) if replicated else None
@@ -143,12 +145,16 @@ def _train_steps(config, run: run_builder.Run, state: DistillState,
                  initial_teachers, selection_split: str, stop_step: int) -> DistillState:
   """Trains from `state` to `stop_step`: logs, evaluates and saves at the boundaries the
   config sets, each after checking that no step so far was non-finite; after SIGTERM or
-  SIGINT, saves at the next step and raises TrainingInterrupted."""
+  SIGINT, saves at the next step (abandoning an evaluation: the rerun does it again) and
+  raises TrainingInterrupted."""
   inputs = lane_inputs[0]
   steps_per_epoch = inputs.steps_per_epoch
   start_step = int(state.step.reshape(-1)[0])
   eval_every = config.eval_every_steps or config.eval_every_epochs * steps_per_epoch
   checkpoint_every = config.checkpoint_every_steps
+  if _evaluation_left_undone(lanes, start_step, eval_every, stop_step):
+    _evaluate_and_save(run, state, inputs, initial_teachers, lanes, selection_split, start_step,
+                       stops)
   batches = _train_batches(lane_inputs, start_step, run.mesh)
   tracker = StepTracker(start_step)
   window_start = time.time()
@@ -173,10 +179,13 @@ def _train_steps(config, run: run_builder.Run, state: DistillState,
       _log_window(tracker, lanes, config.batch_size, done, stop_step, steps_per_epoch,
                   window_start)
       window_start = time.time()
-    if evaluate:
-      _evaluate_and_save(run, state, inputs, initial_teachers, lanes, selection_split, done)
+    evaluated = False
+    if evaluate and not interrupted:
+      evaluated = _evaluate_and_save(run, state, inputs, initial_teachers, lanes,
+                                     selection_split, done, stops)
+      interrupted = not evaluated
       window_start = time.time()  # Evaluation is not training time.
-    elif save or interrupted:
+    if (save or interrupted) and not evaluated:
       for k, lane in enumerate(lanes):
         lane.store.save(done, run.replica_state(state, k), lane.progress, is_best=False)
     if interrupted:
@@ -212,22 +221,32 @@ def _log_window(tracker: StepTracker, lanes: list[run_lanes.Lane], batch_size: i
                time.strftime("%H:%M:%S", time.gmtime(eta_s)))
 
 
+def _evaluation_left_undone(lanes: list[run_lanes.Lane], step: int, eval_every: int,
+                            stop_step: int) -> bool:
+  """Whether the run resumes from step `step` of an evaluation that a signal abandoned (its
+  checkpoint was saved without the evaluation)."""
+  at_evaluation = step > 0 and (step % eval_every == 0 or step == stop_step)
+  return at_evaluation and all(p["step"] != step for p in lanes[0].progress["history"])
+
+
 def _evaluation_points(run: run_builder.Run, state: DistillState, inputs,
                        initial_teachers: list[PyTree] | None, step: int, steps_per_epoch: int,
-                       replica_states: list[DistillState]) -> list[dict[str, float]]:
+                       replica_states: list[DistillState],
+                       stops: StopSignals) -> list[dict[str, float]]:
   """Each replica's accuracy and loss on every evaluation split at `step`; for a teacher
   that trains, its test accuracy and its relative distance from its starting weights
-  (`initial_teachers`: each replica's; `replica_states`: each replica's part of `state`)."""
+  (`initial_teachers`: each replica's; `replica_states`: each replica's part of `state`).
+  Raises step_lib.EvaluationStopped as soon as `stops` says to stop."""
   points = [{"step": step, "epoch": step / steps_per_epoch} for _ in range(run.num_replicas)]
   for split in inputs.eval_splits:
     results = step_lib.evaluate_replicas(run.student_eval_step, state.params, state.batch_stats,
-                                         inputs.eval_batches(split))
+                                         inputs.eval_batches(split), stops.stopping)
     for point, result in zip(points, results):
       point[f"{split}/accuracy"], point[f"{split}/loss"] = result["accuracy"], result["loss"]
   if initial_teachers is not None:
     for i, eval_step in enumerate(run.teacher_eval_steps):
       results = step_lib.evaluate_replicas(eval_step, state.params, state.batch_stats,
-                                           inputs.eval_batches())
+                                           inputs.eval_batches(), stops.stopping)
       for k, (point, result) in enumerate(zip(points, results)):
         point[f"teacher/{i}/test_accuracy"] = result["accuracy"]
         point[f"teacher/{i}/relative_distance"] = _parameter_distance(
@@ -236,12 +255,16 @@ def _evaluation_points(run: run_builder.Run, state: DistillState, inputs,
 
 
 def _evaluate_and_save(run: run_builder.Run, state: DistillState, inputs, initial_teachers,
-                       lanes: list[run_lanes.Lane], selection_split: str, done: int) -> None:
+                       lanes: list[run_lanes.Lane], selection_split: str, done: int,
+                       stops: StopSignals) -> bool:
   """Evaluates at step `done`, notes each lane's best step so far, and saves each lane (as
-  its best too if so)."""
+  its best too if so); False, with nothing noted or saved, when a signal abandons it."""
   replica_states = [run.replica_state(state, k) for k in range(len(lanes))]
-  points = _evaluation_points(run, state, inputs, initial_teachers, done, inputs.steps_per_epoch,
-                              replica_states)
+  try:
+    points = _evaluation_points(run, state, inputs, initial_teachers, done,
+                                inputs.steps_per_epoch, replica_states, stops)
+  except step_lib.EvaluationStopped:
+    return False
   for lane, point, replica_state in zip(lanes, points, replica_states):
     progress = lane.progress
     lane.writer.write_scalars(done, {n: v for n, v in point.items() if n not in ("step", "epoch")})
@@ -258,3 +281,4 @@ def _evaluate_and_save(run: run_builder.Run, state: DistillState, inputs, initia
       progress.update(best_selection_accuracy=selection, best_step=done,
                       test_accuracy_at_best=point["test/accuracy"])
     lane.store.save(done, replica_state, progress, is_best=is_best)
+  return True

@@ -114,6 +114,17 @@ def test_suites_load_and_name_their_reconstruction_choices():
       ("teacher", 72.34), ("ce", 69.06), ("kd", 70.66), ("dkd", 71.97), ("lskd", 71.43)]
   with pytest.raises(ValueError, match="no suite 'nope'; suites: .*digits_smoke"):
     study_suite.load_suite("nope")
+  with pytest.raises(ValueError, match="did you mean 'digits_smoke'"):
+    study_suite.load_suite("digit_smoke")
+
+
+def test_a_mistyped_method_label_is_refused_with_the_closest_label(tmp_path):
+  args = study.parse_args(["--suite", "digits_smoke", "--workdir", str(tmp_path),
+                           "--methods", "ce,kdd"])
+  with pytest.raises(SystemExit, match="--methods: unknown value 'kdd'; valid: .*; did you "
+                                       "mean 'kd'\\?"):
+    study.run(args, "python -m benchmarks.study")
+  assert not os.listdir(tmp_path)
 
 
 def _history(accuracies, teacher=False):

@@ -16,6 +16,7 @@ ImageNet torchvision's, an image folder those of its own training images.
 import dataclasses
 from typing import Any, Literal, Optional
 
+from jaxkd.ranges import did_you_mean
 from jaxkd.registry import Registry
 
 Augmentation = Literal["cifar", "imagenet", "none"]
@@ -149,7 +150,8 @@ def dataset_source(name: str, data_dir: Optional[str] = None) -> DatasetSource:
     return imagefolder.folder_source(name, data_dir)
   if name not in _SOURCES:
     raise ValueError(f"unknown dataset '{name}'; valid datasets: {', '.join(dataset_names())}, "
-                     f"or {imagefolder.PREFIX}/path/to/your/images")
+                     f"or {imagefolder.PREFIX}/path/to/your/images"
+                     f"{did_you_mean(name, dataset_names())}")
   return _SOURCES.get(name)
 
 

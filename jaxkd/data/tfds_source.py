@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import functools
 import importlib
+import io
 import pathlib
 import tempfile
 from typing import Any, Callable, Iterator, Optional
@@ -96,10 +97,23 @@ def _not_prepared(source: datasets.DatasetSource, builder: tfds.core.DatasetBuil
       f"{reason}: {source.how_to_get}")
 
 
+@contextlib.contextmanager
+def _without_progress_output() -> Iterator[None]:
+  """TFDS's progress bars and its 'Downloading and preparing' lines kept off the console,
+  which shows jaxkd's own lines (`jaxkd.console`); TFDS's bars are on again after."""
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.display_progress_bar(True)
+
+
 def _build_own(source: datasets.DatasetSource, builder: tfds.core.DatasetBuilder,
                config: tfds.download.DownloadConfig) -> None:
   try:
-    builder.download_and_prepare(download_config=config, file_format=_ARRAY_RECORD)
+    with _without_progress_output():
+      builder.download_and_prepare(download_config=config, file_format=_ARRAY_RECORD)
   except Exception as error:  # pylint: disable=broad-except
     raise MissingDatasetError(
         f"data set '{source.info.name}' could not be built in data_dir "
@@ -113,7 +127,8 @@ def _prepare_from_archive(source: datasets.DatasetSource, builder: tfds.core.Dat
   logging.info("Data set '%s' is not prepared in data_dir %s: preparing it once from %s.",
                source.info.name, _data_dir_text(builder), archive)
   try:
-    prepare.prepare(source.tfds_name, archive, _data_dir_text(builder))
+    with _without_progress_output():
+      prepare.prepare(source.tfds_name, archive, _data_dir_text(builder))
   except prepare.PrepareError as error:
     raise MissingDatasetError(
         f"data set '{source.info.name}' could not be prepared in data_dir "

@@ -40,7 +40,7 @@ import optax
 
 from jaxkd import losses, methods
 from jaxkd.methods import base, projector, simkd
-from jaxkd.ranges import NON_NEGATIVE, Range
+from jaxkd.ranges import NON_NEGATIVE, Range, check_choice
 
 PyTree = Any
 HEAD_PARAMS = {"bias": ("bias",), "weight_and_bias": ("kernel", "bias")}
@@ -84,12 +84,8 @@ class ATSC(simkd.SimKD):
   def validate(self) -> None:
     super().validate()
     hp = self.hparams
-    if hp.teacher_head_params not in HEAD_PARAMS:
-      raise ValueError(f"config.atsc.teacher_head_params must be one of "
-                       f"{', '.join(HEAD_PARAMS)}, got '{hp.teacher_head_params}'")
-    if hp.combine not in projector.COMBINATIONS:
-      raise ValueError(f"config.atsc.combine must be one of {', '.join(projector.COMBINATIONS)}, "
-                       f"got '{hp.combine}'")
+    check_choice("config.atsc.teacher_head_params", hp.teacher_head_params, HEAD_PARAMS)
+    check_choice("config.atsc.combine", hp.combine, projector.COMBINATIONS)
 
   def combination(self) -> str:
     return self.hparams.combine

@@ -36,7 +36,7 @@ import ml_collections
 import optax
 
 from jaxkd import config_schema
-from jaxkd.ranges import Range, check_ranges
+from jaxkd.ranges import Range, check_ranges, did_you_mean
 from jaxkd.state import student_trainable
 
 PyTree = Any
@@ -153,7 +153,7 @@ class Method(abc.ABC):
     for key, value in (section or {}).items():
       if key not in hparams:
         raise ValueError(f"config.{cls.name}.{key} is not a setting of method '{cls.name}'; "
-                         f"valid: {', '.join(sorted(hparams))}")
+                         f"valid: {', '.join(sorted(hparams))}{did_you_mean(key, hparams)}")
       default = hparams[key]
       if isinstance(default, bool) != isinstance(value, bool) or (
           isinstance(default, (int, float)) and not isinstance(value, type(default) | int)) or (
@@ -174,11 +174,17 @@ class Method(abc.ABC):
 
   def with_settings(self, values: Mapping[str, jax.Array]) -> "Method":
     """This method with `values` (of `traced_settings`, traced or not) as its settings."""
+    sweepable = ", ".join(self.traced_settings()) or "nothing"
+    unknown = sorted(set(values) - set(self.hparams))
+    if unknown:
+      raise ValueError(f"config.sweep: {self.name}.{unknown[0]} is not a setting of method "
+                       f"'{self.name}'; it can sweep {sweepable}"
+                       f"{did_you_mean(unknown[0], self.traced_settings())}")
     untraced = set(values) - set(self.traced_settings())
     if untraced:
       raise ValueError(f"config.sweep: {self.name}.{', '.join(sorted(untraced))} cannot be "
                        f"traced (it changes the compiled code: train separate runs); "
-                       f"{self.name} can sweep {', '.join(self.traced_settings()) or 'nothing'}")
+                       f"{self.name} can sweep {sweepable}")
     method = copy.copy(self)
     method.hparams = ml_collections.ConfigDict(dict(self.hparams.to_dict(), **values))
     return method

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxkd import precision
+from jaxkd.ranges import did_you_mean
 from jaxkd.ops import cpu_conv, replica_conv
 
 ModuleDef = Any
@@ -31,7 +32,8 @@ def conv_impl_name(conv_impl: str) -> str:
   is the CPU and "xla" otherwise.
   """
   if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"unknown conv_impl '{conv_impl}'; valid: {', '.join(CONV_IMPLS)}")
+    raise ValueError(f"unknown conv_impl '{conv_impl}'; valid: {', '.join(CONV_IMPLS)}"
+                     f"{did_you_mean(conv_impl, CONV_IMPLS)}")
   if conv_impl == "auto":
     return "cpu" if jax.default_backend() == "cpu" else "xla"
   return conv_impl

@@ -21,6 +21,8 @@ REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
 DKD = os.path.join(REPO, "configs", "dkd_cifar100.py")
 DEFAULT = os.path.join(REPO, "configs", "default.py")
+KD_RUN = ("--config.method=kd", "--config.teacher_model=resnet32x4",
+          "--config.teacher_checkpoint=/t")
 BROKEN_CONFIGS = {
     "syntax.py": "def get_config(:\n  pass\n",
     "no_get_config.py": "CONFIG = None\n",
@@ -80,6 +82,37 @@ COMMAND_LINES = [
      "config.checkpoint_every_steps must be ≥ 0, got -5"),
     ("unknown_schedule", ["--config=" + DEFAULT, "--config.optimizer.schedule=linear"],
      "config.optimizer.schedule must be one of step, cosine, constant, got 'linear'"),
+    ("nan_temperature", ["--config=" + QUICKSTART, "--config.stages.student.kd.temperature=nan"],
+     "stage 'student': config.kd.temperature must be a finite number > 0, got nan"),
+    ("infinite_learning_rate", ["--config=" + DEFAULT, "--config.optimizer.learning_rate=inf"],
+     "config.optimizer.learning_rate must be a finite number ≥ 0, got inf"),
+    ("nan_teacher_learning_rate", ["--config=" + DEFAULT,
+                                   "--config.teacher_optimizer.learning_rate=nan"],
+     "config.teacher_optimizer.learning_rate must be a finite number ≥ 0, got nan"),
+    ("nan_in_a_sweep", ["--config=" + DEFAULT, *KD_RUN, "--config.sweep=kd.temperature=4,nan"],
+     "config.kd.temperature must be a finite number > 0, got nan"),
+    ("method_typo", ["--config=" + DEFAULT, "--config.method=kdd"], "did you mean 'kd'?"),
+    ("model_typo", ["--config=" + DEFAULT, "--config.student_model=resnet8x"],
+     "did you mean 'resnet8x4'?"),
+    ("dataset_typo", ["--config=" + DEFAULT, "--config.dataset=cifar1000"],
+     "did you mean 'cifar100'?"),
+    ("schedule_typo", ["--config=" + DEFAULT, "--config.optimizer.schedule=cosin"],
+     "got 'cosin'; did you mean 'cosine'?"),
+    ("conv_impl_typo", ["--config=" + DEFAULT, "--config.conv_impl=xl"],
+     "config.conv_impl must be one of auto, xla, cpu, per_replica, got 'xl'; did you mean 'xla'?"),
+    ("sweep_setting_typo", ["--config=" + DEFAULT, *KD_RUN, "--config.sweep=kd.temprature=2,4"],
+     "kd.temprature is not a setting of method 'kd'; it can sweep temperature, "),
+    ("sweep_method_typo", ["--config=" + DEFAULT, *KD_RUN, "--config.sweep=kdd.temperature=2,4"],
+     "got 'kdd.temperature=2,4'; did you mean 'kd'?"),
+    ("restart_stage_typo", ["--config=" + QUICKSTART, "--config.restart_stages=studnet"],
+     "restart_stages names unknown stage(s) ['studnet']; stages: teacher, student; did you "
+     "mean 'student'?"),
+    ("restart_run_typo", ["--config=" + DEFAULT, "--config.restart_stages=runn"],
+     "a single run takes 'run' (retrain here when the config changed) or ''; did you mean "
+     "'run'?"),
+    ("stage_reference_typo", ["--config=" + QUICKSTART,
+                              "--config.stages.student.teacher_checkpoint=@teachr"],
+     "unknown stage(s) ['teachr']; stages: teacher, student; did you mean 'teacher'?"),
     ("workdir_is_a_file", ["--config=" + QUICKSTART, "--workdir={tmp}/a_file"],
      "--workdir={tmp}/a_file is a file: give a directory"),
     ("workdir_under_a_file", ["--config=" + QUICKSTART, "--workdir={tmp}/a_file/run"],
@@ -167,6 +200,22 @@ def test_method_setting_out_of_range_is_refused(name, field, valid):
     config_validation.validate(config)
 
 
+def float_setting_cases():
+  for name, field, _ in method_cases():
+    if isinstance(methods.METHODS.get(name).default_config()[field], float):
+      yield name, field
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name, field", list(float_setting_cases()),
+                         ids=[f"{n}.{f}" for n, f in float_setting_cases()])
+def test_non_finite_method_setting_is_refused(name, field, value):
+  config = method_config(name)
+  config[name] = {field: value}
+  with pytest.raises(ValueError, match=rf"^config\.{name}\.{field} must be a finite number"):
+    config_validation.validate(config)
+
+
 @pytest.mark.parametrize("field, valid", config_validation.FIELD_RANGES.items(),
                          ids=list(config_validation.FIELD_RANGES))
 def test_run_field_out_of_range_is_refused(field, valid):
@@ -185,6 +234,10 @@ def test_run_field_out_of_range_is_refused(field, valid):
     ("warmup_epochs", 300, r"warmup_epochs must be in \[0, 240\], got 300"),
     ("schedule", "linear", "schedule must be one of step, cosine, constant, got 'linear'"),
     ("name", "adam", "name must be one of sgd, adamw, got 'adam'"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number ≥ 0, got nan"),
+    ("momentum", float("nan"), r"momentum must be a finite number in \[0, 1\), got nan"),
+    ("decay_factor", float("inf"), r"decay_factor must be a finite number in \(0, 1\]"),
+    ("weight_decay", float("inf"), "weight_decay must be a finite number ≥ 0, got inf"),
 ])
 @pytest.mark.parametrize("section", ["optimizer", "teacher_optimizer"])
 def test_optimizer_setting_out_of_range_is_refused(section, field, value, message):

@@ -15,7 +15,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxkd import data, run_builder, run_lanes, run_record, train
+from jaxkd import step as step_lib
 from tests.config_files import load_config
+from tests.core.test_config import load_config_with_flags
 from tests.core.test_train import REPO, digits_ce, exported_params
 
 
@@ -58,7 +60,8 @@ def test_non_finite_step_stops_the_run_before_it_is_saved_and_a_fixed_rerun_resu
   config.checkpoint_every_steps, config.eval_every_steps, config.log_every_steps = 2, 4, 50
   with monkeypatch.context() as patch:
     poison_step(patch, 7)
-    with pytest.raises(FloatingPointError, match="lower config.optimizer.learning_rate") as error:
+    with pytest.raises(FloatingPointError,
+                       match="--config.optimizer.learning_rate=0.025 \\(half") as error:
       train.train_and_evaluate(config, str(tmp_path))
   # The network's forward pass swallows the NaN (the loss stays finite); its gradients do not.
   assert re.search(r"step 7 made batch_stats, params, student_opt_state non-finite .* it "
@@ -80,6 +83,48 @@ def small_quickstart(max_steps):
   config = load_config("quickstart")
   config.num_epochs, config.max_steps = 1, max_steps
   return config
+
+
+def quickstart_with_flags(*overrides):
+  """The quickstart pipeline as `python -m jaxkd.main` runs it with `overrides`."""
+  return load_config_with_flags(os.path.join(REPO, "configs", "quickstart.py"), *overrides)
+
+
+def printed_flag(message):
+  """The one `--config.a.b=v` flag that error `message` tells to add to the command."""
+  printed = re.findall(r"--config\.[\w.]+=[\w.,+-]+", message)
+  assert len(printed) == 1, message
+  return printed[0]
+
+
+SHORT_QUICKSTART = ("--config.num_epochs=1", "--config.max_steps=4")
+
+
+@pytest.mark.slow
+def test_the_printed_restart_stages_flag_retrains_the_changed_stage(tmp_path):
+  train.train_and_evaluate(quickstart_with_flags(*SHORT_QUICKSTART), str(tmp_path))
+  changed = (*SHORT_QUICKSTART, "--config.stages.student.kd.temperature=2")
+  with pytest.raises(run_record.StaleRunError) as error:
+    train.train_and_evaluate(quickstart_with_flags(*changed), str(tmp_path))
+  hint = printed_flag(str(error.value))
+  summary = train.train_and_evaluate(quickstart_with_flags(*changed, hint), str(tmp_path))
+  assert hint == "--config.restart_stages=student"
+  assert summary["stages"]["student"]["config"]["kd"]["temperature"] == 2.0
+
+
+@pytest.mark.slow
+def test_the_printed_learning_rate_flag_resumes_a_diverged_stage(tmp_path, monkeypatch):
+  flags = (*SHORT_QUICKSTART, "--config.stages.teacher.checkpoint_every_steps=2")
+  with monkeypatch.context() as patch:
+    poison_step(patch, 3)
+    with pytest.raises(FloatingPointError, match="it resumes from step 2") as error:
+      train.train_and_evaluate(quickstart_with_flags(*flags), str(tmp_path))
+  hint = printed_flag(str(error.value))
+  summary = train.train_and_evaluate(quickstart_with_flags(*flags, hint), str(tmp_path))
+  assert hint == "--config.stages.teacher.optimizer.learning_rate=0.025"
+  assert summary["stages"]["teacher"]["config_amendments"] == [
+      {"diverged_at_step": 3, "changes": ["optimizer.learning_rate: 0.05 → 0.025"]}]
+  assert summary["stages"]["student"]["steps"] == 4
 
 
 def test_a_bad_student_stage_is_refused_before_the_teacher_trains(tmp_path):
@@ -243,3 +288,46 @@ def test_a_signal_during_the_last_evaluation_or_export_stops_after_the_results(
     train.train_and_evaluate(digits_ce(10), workdir)
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["steps"] == 10
+
+
+def signal_during_a_slow_evaluation(monkeypatch, signalled_at):
+  """Makes each evaluation batch take a second; SIGTERM arrives at the second batch of the
+  first evaluation, its time appended to `signalled_at`."""
+  evaluate = step_lib.evaluate_replicas
+
+  def slow_evaluation(eval_step, params, batch_stats, batches, *args):
+    def slow_batches():
+      for index, batch in enumerate(batches):
+        if index == 1 and not signalled_at:
+          signalled_at.append(time.time())
+          os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+        yield batch
+
+    return evaluate(eval_step, params, batch_stats, slow_batches(), *args)
+
+  monkeypatch.setattr(step_lib, "evaluate_replicas", slow_evaluation)
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_evaluation_stops_at_once_and_the_rerun_redoes_it(
+    tmp_path, monkeypatch):
+  config = digits_ce(10)
+  config.eval_every_steps, config.eval_batch_size = 5, 24  # 15 batches: 15 s when slowed.
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  workdir = str(tmp_path / "stopped")
+  signalled_at = []
+  with monkeypatch.context() as patch:
+    signal_during_a_slow_evaluation(patch, signalled_at)
+    with pytest.raises(train.TrainingInterrupted, match="SIGTERM stopped training after step "
+                                                        "5: .*rerun the same command"):
+      train.train_and_evaluate(config, workdir)
+  assert time.time() - signalled_at[0] < 5
+  assert not os.listdir(os.path.join(workdir, "best"))  # Not judged: not saved as the best.
+
+  resumed = train.train_and_evaluate(config, workdir)
+  assert resumed["history"] == straight["history"]
+  assert resumed["best_step"] == straight["best_step"]
+  for a, b in zip(jax.tree.leaves(exported_params(str(tmp_path / "straight"))),
+                  jax.tree.leaves(exported_params(workdir))):
+    np.testing.assert_array_equal(a, b)
