@@ -6,6 +6,7 @@
 (.pth/.pt/.th, .safetensors or .npz, by suffix) loads with `load_state_dict(strict=True)` into
 the published PyTorch definition of the model (RepDistiller / mdistiller / torchvision; see
 `jaxkd.torch_layout`), e.g. `model.load_state_dict(torch.load(path, weights_only=True))`.
+A model file already at `--out` is replaced only with `--overwrite` (`output_paths`).
 """
 
 import argparse

@@ -10,6 +10,7 @@ The checkpoint is a state_dict in the model's published layout (`jaxkd.torch_lay
 `--config.teacher_checkpoint=OUT` distills from it. model.json records the model, the number of
 classes, the source file, the data set when given, and the input normalisation the teacher was
 trained with (`input_mean`, `input_std`: per channel on [0, 1] pixels; null when not given).
+An OUT that holds a run or a model is refused unless `--overwrite` is given (`output_paths`).
 """
 
 import argparse

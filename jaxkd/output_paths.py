@@ -65,8 +65,9 @@ def _nearest_existing(path: str) -> str:
 
 
 def _unwritable_reason(path: str) -> str:
-  """Why `path` cannot be created or written ('' when it can)."""
-  target = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
+  """Why `path` cannot be created or written ('' when it can): a file is written in its
+  directory (beside it, then renamed), a directory in itself."""
+  target = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
   ancestor = _nearest_existing(target)
   if not os.path.isdir(ancestor):
     return f"{ancestor} is a file, not a directory"

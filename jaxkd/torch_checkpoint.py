@@ -78,11 +78,9 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
   return state_dict
 
 
-def _has_header(path: str, suffix: str) -> bool:
-  """Whether `path` starts as files of its format do (safetensors: an 8-byte length, then a
-  JSON header)."""
-  with open(path, "rb") as file:
-    start = file.read(9)
+def _has_header(start: bytes, suffix: str) -> bool:
+  """Whether a file that begins with `start` begins as files of `suffix`'s format do
+  (safetensors: an 8-byte length, then a JSON header)."""
   if suffix == SAFETENSORS_SUFFIX:
     return start[8:9] == b"{"
   return start.startswith(HEADERS[suffix])
@@ -90,7 +88,8 @@ def _has_header(path: str, suffix: str) -> bool:
 
 def check_state_dict_file(path: str) -> None:
   """Cheap checks of a state_dict file before anything heavy is imported: it exists, is a
-  readable file, and starts as files of its format (by suffix) do.
+  readable file, starts as files of its format (by suffix) do and, if a zip archive, ends as
+  one does (a truncated copy does not).
 
   Raises:
     FileNotFoundError: nothing at `path`.
@@ -102,15 +101,19 @@ def check_state_dict_file(path: str) -> None:
   if os.path.isdir(path):
     raise ValueError(f"'{path}' is a directory, not a state_dict file: give the {suffix} file")
   try:
-    has_header = _has_header(path, suffix)
+    with open(path, "rb") as file:
+      start = file.read(9)
   except OSError as error:
     raise ValueError(f"'{path}' cannot be read ({error.strerror}): check its permissions"
                      ) from None
-  if not has_header:
+  if not _has_header(start, suffix):
     problem = "is empty" if os.path.getsize(path) == 0 else (
         f"is not a {FORMAT_NAMES[suffix]} file (its first bytes are not those of one)")
     raise ValueError(f"'{path}' {problem}: give a state_dict saved as {suffix}, or copy the "
                      "file again")
+  if start.startswith(ZIP_HEADER) and not zipfile.is_zipfile(path):
+    raise ValueError(f"'{path}' is truncated (a zip archive without its closing directory): "
+                     "copy or save it again")
 
 
 def _corrupt(path: str, error: Exception) -> ValueError:
