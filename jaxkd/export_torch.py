@@ -23,6 +23,9 @@ def export_checkpoint(checkpoint_path: str, out_path: str, overwrite: bool = Fal
   `overwrite` is True (`output_paths`)."""
   if not torch_checkpoint.is_torch_checkpoint(out_path):
     raise ValueError(f"--out '{out_path}' must end in {', '.join(torch_checkpoint.SUFFIXES)}")
+  if torch_checkpoint.is_torch_checkpoint(checkpoint_path):
+    raise ValueError(f"--checkpoint '{checkpoint_path}' is a PyTorch state_dict already: give "
+                     "a jaxkd export or the workdir of a finished run")
   output_paths.check_output(out_path, "--out", overwrite, output_paths.Kind.FILE)
   description = checkpoint.read_description(checkpoint_path)
   model_name, num_classes = description.get("model"), description.get("num_classes")

@@ -252,7 +252,9 @@ def run_main(*arguments, env=None, timeout=300):
      "config.dkd.beta must be ≥ 0, got -8.0"),
     (["--config=configs/quickstart.py", "--config.dataset=fashion_mnist",
       "--config.data_dir={tmp}/data"], "data set 'fashion_mnist' is not prepared"),
-], ids=["flag_parser", "config_file", "range", "data_set"])
+    (["--config=configs/quickstart.py", "--config.teacher_checkpoint={tmp}/cut.pth"],
+     "'{tmp}/cut.pth' is truncated"),
+], ids=["flag_parser", "config_file", "range", "data_set", "teacher_file"])
 def test_command_line_exits_with_one_line_and_no_traceback(arguments, expected, files):
   done = run_main(*command_line(arguments, files)[1:])
   assert done.returncode != 0

@@ -299,6 +299,13 @@ def test_commands_refuse_an_out_they_cannot_write(imported_resnet8, tmp_path, co
   assert not os.listdir(tmp_path / "folder.pth")
 
 
+def test_export_of_a_state_dict_file_says_it_is_one(imported_resnet8, tmp_path):
+  _, path, _ = imported_resnet8
+  message = _one_line_exit(export_torch, ["--checkpoint", str(path), "--out",
+                                          str(tmp_path / "student.pth")])
+  assert f"--checkpoint '{path}' is a PyTorch state_dict already" in message
+
+
 def test_export_on_a_full_disk_says_so_and_leaves_no_partial_file(imported_resnet8, tmp_path,
                                                                   monkeypatch):
   _, _, out = imported_resnet8
