@@ -13,13 +13,17 @@ A teacher may also be a PyTorch state_dict file in its model's published layout
                             exports it learnt from (`run_record`), checked on every rerun
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete,
-so a run killed mid-save leaves the previous checkpoint intact. A checkpoint that
+so a run killed mid-save leaves the previous checkpoint intact, and that temporary
+`<step>.orbax-checkpoint-tmp-<time>` directory, which the next run removes (orbax keeps them
+unless asked: `cleanup_tmp_directories` is off by default). A checkpoint that
 cannot be restored, or holds a NaN or an inf, is moved aside to
 `checkpoints/<step>.<reason>-<time>` (never deleted) and the one before it is used.
 """
 
+import glob
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -34,6 +38,7 @@ from jaxkd import torch_checkpoint, torch_layout
 
 PyTree = Any
 EXPORT_DIR = "export"
+UNFINISHED_SAVE_MARKER = ".orbax-checkpoint-tmp"  # In the name of a save's temporary directory.
 
 
 def _abstract(tree: PyTree) -> PyTree:
@@ -65,12 +70,14 @@ class CheckpointStore:
 
   def __init__(self, workdir: str, keep: int, name: str = ""):
     prefix = f"{name}." if name else ""
+    last_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+    best_dir = os.path.join(os.path.abspath(workdir), "best")
+    remove_unfinished_saves(last_dir, best_dir)
     self._last = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=_manager_options(keep, f"{prefix}last"), item_handlers=_item_handlers())
+        last_dir, options=_manager_options(keep, f"{prefix}last"),
+        item_handlers=_item_handlers())
     self._best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "best"),
-        options=_manager_options(1, f"{prefix}best"), item_handlers=_item_handlers())
+        best_dir, options=_manager_options(1, f"{prefix}best"), item_handlers=_item_handlers())
 
   def latest_step(self) -> int | None:
     return self._last.latest_step()
@@ -152,6 +159,20 @@ class CheckpointStore:
     self._best.wait_until_finished()
     self._last.close()
     self._best.close()
+
+
+def remove_unfinished_saves(*directories: str) -> None:
+  """Removes the temporary directories that saves cut short (a run killed mid-save) left in
+  `directories`, on process 0, and says so in one line of the log."""
+  leftovers = sorted(path for directory in directories
+                     for path in glob.glob(os.path.join(glob.escape(directory),
+                                                        f"*{UNFINISHED_SAVE_MARKER}*")))
+  if not leftovers or jax.process_index() != 0:
+    return
+  for path in leftovers:
+    shutil.rmtree(path, ignore_errors=True)
+  logging.warning("Removed %d unfinished checkpoint save(s) of an earlier run (killed while "
+                  "saving): %s", len(leftovers), ", ".join(leftovers))
 
 
 def _is_finite(tree: PyTree) -> bool:

@@ -18,9 +18,9 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from jaxkd import checkpoint, data, model_loading, models, torch_checkpoint
+from jaxkd import checkpoint, data, model_loading, models, output_paths, torch_checkpoint
 from jaxkd import step as step_lib
 from jaxkd.data import datasets, device_augment, tfds_source
 from jaxkd.methods import base
@@ -34,6 +34,7 @@ flags.DEFINE_list("mean", [], "Per-channel input mean the model was trained with
 flags.DEFINE_list("std", [], "Per-channel input std the model was trained with.")
 flags.DEFINE_integer("batch_size", 512, "Evaluation batch (a multiple of the device count).")
 flags.DEFINE_string("output", "", "Write the result as JSON here.")
+flags.DEFINE_bool("overwrite", False, "Write --output even over a model file or a run's file.")
 flags.mark_flag_as_required("checkpoint")
 
 
@@ -86,25 +87,32 @@ def evaluate_checkpoint(checkpoint_path: str, *, model: str = "", dataset: str =
           **model_loading.input_normalization(description, info)}
 
 
+def write_result(result: dict[str, Any], output: str) -> None:
+  """Writes `result` as JSON to `output` (checked beforehand by `output_paths.check_output`)."""
+  with output_paths.writing(output, "--output"), open(output, "w") as f:
+    json.dump(result, f, indent=2)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   values = flags.FLAGS
   try:
+    if values.output:
+      output_paths.check_output(values.output, "--output", values.overwrite,
+                                output_paths.Kind.FILE)
     result = evaluate_checkpoint(
         values.checkpoint, model=values.model, dataset=values.dataset,
         data_dir=values.data_dir, split=values.split,
         mean=[float(v) for v in values.mean], std=[float(v) for v in values.std],
         batch_size=values.batch_size)
+    print(f"{result['model']} on {result['dataset']} {result['split']}: top-1 "
+          f"{result['accuracy']:.4f}, top-5 {result['top5_accuracy']:.4f} over "
+          f"{result['count']} examples")
+    if values.output:
+      write_result(result, values.output)
   except (ValueError, FileNotFoundError, RuntimeError) as error:
-    logging.error("%s", error)
     sys.exit(f"jaxkd.evaluate: {error}")
-  print(f"{result['model']} on {result['dataset']} {result['split']}: top-1 "
-        f"{result['accuracy']:.4f}, top-5 {result['top5_accuracy']:.4f} over "
-        f"{result['count']} examples")
-  if values.output:
-    with open(values.output, "w") as f:
-      json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ The checkpoint is a state_dict in the model's published layout (`jaxkd.torch_lay
 `--config.teacher_checkpoint=OUT` distills from it. model.json records the model, the number of
 classes, the source file, the data set when given, and the input normalisation the teacher was
 trained with (`input_mean`, `input_std`: per channel on [0, 1] pixels; null when not given).
+An OUT that holds a run or a model is refused unless `--overwrite` is given (`output_paths`).
 """
 
 import argparse
@@ -20,7 +21,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxkd import checkpoint, command_errors, models, torch_checkpoint, torch_layout
+from jaxkd import checkpoint, command_errors, models, output_paths, torch_checkpoint
+from jaxkd import torch_layout
 
 PyTree = Any
 
@@ -48,12 +50,14 @@ def _normalisation(values: Sequence[float] | None, name: str) -> list[float] | N
 def import_checkpoint(model_name: str, num_classes: int, checkpoint_path: str, out_dir: str,
                       input_mean: Sequence[float] | None = None,
                       input_std: Sequence[float] | None = None,
-                      dataset: str | None = None) -> dict:
+                      dataset: str | None = None, overwrite: bool = False) -> dict:
   """Converts the state_dict at `checkpoint_path` into the jaxkd export `out_dir`.
 
   Returns the description written to model.json. Nothing is written when the checkpoint does
-  not fit the model (the ValueError names every missing, unexpected and wrongly shaped key).
+  not fit the model (the ValueError names every missing, unexpected and wrongly shaped key),
+  nor when `out_dir` holds a run or a model and `overwrite` is False (`output_paths`).
   """
+  output_paths.check_output(out_dir, "--out", overwrite, output_paths.Kind.DIRECTORY)
   if (input_mean is None) != (input_std is None):
     raise ValueError("give both --mean and --std (the teacher's input normalisation), or "
                      "neither")
@@ -66,7 +70,8 @@ def import_checkpoint(model_name: str, num_classes: int, checkpoint_path: str, o
   like = variables_template(model_name, num_classes)
   state_dict = torch_checkpoint.read_state_dict(checkpoint_path)
   variables = torch_layout.variables_from_torch_state_dict(model_name, state_dict, like)
-  checkpoint.write_export(out_dir, variables, description)
+  with output_paths.writing(out_dir, "--out"):
+    checkpoint.write_export(out_dir, variables, description)
   return description
 
 
@@ -84,6 +89,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--std", nargs=3, type=float, metavar="S",
                       help="per-channel input std the teacher was trained with")
   parser.add_argument("--dataset", help="data set the teacher was trained on (recorded only)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="write into --out even when it holds a run or a model")
   return parser.parse_args(argv)
 
 
@@ -91,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   with command_errors.exit_on_bad_input("jaxkd.import_torch"):
     import_checkpoint(args.model, args.num_classes, args.checkpoint, args.out,
-                      args.mean, args.std, args.dataset)
+                      args.mean, args.std, args.dataset, args.overwrite)
   print(f"wrote {os.path.abspath(args.out)}: {args.model} with {args.num_classes} classes from "
         f"{args.checkpoint}")
 

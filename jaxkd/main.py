@@ -22,7 +22,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from jaxkd import (compile_cache, config_schema, config_validation, console, data, distributed,
-                   pipeline, ranges, workdir_lock)
+                   pipeline, ranges, replicas, torch_checkpoint, workdir_lock)
 from jaxkd.data import datasets, tfds_source
 
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
@@ -159,13 +159,36 @@ def _flag_error(error: Exception) -> str:
   return f"bad command line ({_describe(error)})"
 
 
+def _state_dict_fields(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """(flag, path) of each PyTorch file that `config` (and each stage of a pipeline) names as a
+  teacher or a student's start; paths with a `{seed}` placeholder are left out."""
+  sections = [("config", config)] + [(f"config.stages.{name}", config.stages[name])
+                                     for name in config.get("stage_order", ())]
+  return [(f"--{prefix}.{field}", path)
+          for prefix, section in sections
+          for field in ("teacher_checkpoint", "student_checkpoint")
+          for path in config_schema.split_names(section.get(field, ""))
+          if torch_checkpoint.is_torch_checkpoint(path)
+          and replicas.SEED_PLACEHOLDER not in path]
+
+
+def check_state_dict_files(config: ml_collections.ConfigDict) -> None:
+  """Raises InputError unless each PyTorch file the run loads exists, is a readable file and
+  starts as its format does: checked at once, not after the imports of training (~20 s)."""
+  for flag, path in _state_dict_fields(config):
+    try:
+      torch_checkpoint.check_state_dict_file(path)
+    except (ValueError, FileNotFoundError) as error:
+      raise InputError(f"{flag}: {error}") from None
+
+
 def parse_command_line(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS
                        ) -> list[str]:
   """Parses `argv` into `flag_values`; raises InputError with a one-line fix.
 
   The config file and the overrides are checked before ml_collections loads them, so that
   its errors (a traceback of the config file, a 'did you mean' deep in an AttributeError)
-  become one line.
+  become one line; then the PyTorch files the config names (`check_state_dict_files`).
   """
   spec = _config_argument(argv)
   if spec:
@@ -177,6 +200,7 @@ def parse_command_line(argv: list[str], flag_values: flags.FlagValues = flags.FL
   if len(remaining) > 1:
     raise InputError(f"unexpected argument(s) {' '.join(remaining[1:])}: give settings as "
                      "--flag=value (--helpfull lists the flags)")
+  check_state_dict_files(flag_values["config"].value)
   return remaining
 
 

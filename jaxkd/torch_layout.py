@@ -188,22 +188,55 @@ def torch_state_dict_from_variables(model_name: str, variables: PyTree,
   return state_dict
 
 
+def _layers(keys: list[str]) -> str:
+  """The layers (modules) that `keys` belong to, the first three named: 'layer1.1.bn1, ...'."""
+  layers = sorted({key.rsplit(".", 1)[0] for key in keys})
+  return ", ".join(layers[:3]) + (", ..." if len(layers) > 3 else "")
+
+
+def _how_it_differs(missing: list[str], unexpected: list[str],
+                    wrong_shapes: list[tuple[str, tuple, tuple]]) -> str:
+  """What the checkpoint's architecture has otherwise than the model, in words: its classes
+  (the first axis of a matrix), channels (of a convolution) and layers (missing or extra
+  keys), e.g. 'the checkpoint has 100 classes, the model 10'."""
+  differences = []
+  for key, found, expected in wrong_shapes:
+    if len(expected) == 2 and found[1:] == expected[1:]:
+      differences.append(f"the checkpoint has {found[0]} classes, the model {expected[0]} "
+                         f"({key})")
+      break
+  convolutions = [(key, found, expected) for key, found, expected in wrong_shapes
+                  if len(expected) == 4 and len(found) == 4]
+  if convolutions:
+    key, found, expected = convolutions[0]
+    differences.append(f"its convolutions have other channel counts ({key} maps {found[1]} to "
+                       f"{found[0]} channels, the model's {expected[1]} to {expected[0]})")
+  if unexpected:
+    differences.append(f"it has layers the model lacks ({_layers(unexpected)})")
+  if missing:
+    differences.append(f"it lacks layers of the model ({_layers(missing)})")
+  return "; ".join(differences)
+
+
 def _problems(state_dict: Mapping[str, Any], tensors: Mapping[str, _Tensor],
               counters: list[str], flat_like: Mapping[tuple[str, ...], Any]) -> list[str]:
-  """The missing keys, unexpected keys and wrong shapes of `state_dict`, one phrase per kind."""
+  """How the checkpoint differs (`_how_it_differs`), then its missing keys, unexpected keys
+  and wrong shapes, one phrase each."""
   accepted = set(tensors) | set(counters)
-  missing = [key for key in tensors if key not in state_dict]
-  unexpected = [key for key in state_dict if key not in accepted]
+  missing = sorted(key for key in tensors if key not in state_dict)
+  unexpected = sorted(key for key in state_dict if key not in accepted)
   wrong_shapes = []
   for key, tensor in tensors.items():
     if key in state_dict:
       expected = tensor.torch_shape(flat_like[tensor.flax_path].shape)
       found = tuple(np.shape(state_dict[key]))
       if found != expected:
-        wrong_shapes.append(f"{key} is {found}, expected {expected}")
-  phrases = []
+        wrong_shapes.append((key, found, expected))
+  summary = _how_it_differs(missing, unexpected, wrong_shapes)
+  phrases = [summary] if summary else []
   for label, items in (("missing", missing), ("unexpected", unexpected),
-                       ("wrong shape", wrong_shapes)):
+                       ("wrong shape", [f"{key} is {found}, expected {expected}"
+                                        for key, found, expected in wrong_shapes])):
     if items:
       phrases.append(f"{len(items)} {label}: {', '.join(items)}")
   return phrases

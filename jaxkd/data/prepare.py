@@ -33,6 +33,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxkd import output_paths
+
 FILE_FORMATS = ("array_record", "tfrecord")
 
 
@@ -273,16 +275,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser.add_argument("--data_dir", required=True, help="TFDS data_dir to prepare into")
   parser.add_argument("--file_format", choices=FILE_FORMATS, default="array_record",
                       help="record format (default: %(default)s, read without TensorFlow too)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="prepare into --data_dir even when it holds a run or a model")
   return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-  """The command line: prepares, then prints `summary_line`; bad input exits with one line."""
+  """The command line: prepares, then prints `summary_line`; bad input exits with one line.
+
+  A --data_dir holding a training run or a model (`output_paths`) is refused unless
+  --overwrite is given.
+  """
   args = parse_args(argv)
   logging.set_verbosity(logging.INFO)
   try:
+    output_paths.check_output(args.data_dir, "--data_dir", args.overwrite,
+                              output_paths.Kind.DIRECTORY)
     builder = prepare(args.name, args.archive, args.data_dir, args.file_format)
-  except PrepareError as error:
+  except (PrepareError, output_paths.OutputError) as error:
     sys.exit(f"jaxkd.data.prepare: {error}")
   print(summary_line(builder))
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 
+from absl import flags
 import pytest
 
 from jaxkd import config_validation, methods, optim, recipes
@@ -33,11 +34,16 @@ BROKEN_CONFIGS = {
 
 @pytest.fixture(name="files")
 def fixture_files(tmp_path):
-  """Paths of the bad config files, a plain file and an empty manual dir, under tmp_path."""
+  """Paths of the bad config files, a plain file, an empty manual dir and broken state_dict
+  files, under tmp_path."""
   for name, text in BROKEN_CONFIGS.items():
     (tmp_path / name).write_text(text)
   (tmp_path / "a_file").write_text("")
   (tmp_path / "manual").mkdir()
+  (tmp_path / "junk.pth").write_bytes(b"\x00not a torch file")
+  (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04" + bytes(64))  # A zip's start, no end.
+  (tmp_path / "folder.pth").mkdir()
+  (tmp_path / "junk.npz").write_bytes(b"\x00not an npz")
   return tmp_path
 
 
@@ -126,6 +132,20 @@ COMMAND_LINES = [
     ("dataset_not_prepared", ["--config=" + QUICKSTART, "--config.dataset=fashion_mnist",
                               "--config.data_dir={tmp}/data"],
      "data set 'fashion_mnist' is not prepared in data_dir {tmp}/data: run `tfds build"),
+    ("teacher_file_missing", ["--config=" + QUICKSTART,
+                              "--config.teacher_checkpoint={tmp}/absent.pth"],
+     "--config.teacher_checkpoint: no state_dict file at '{tmp}/absent.pth'"),
+    ("teacher_file_junk", ["--config=" + QUICKSTART, "--config.teacher_checkpoint={tmp}/junk.pth"],
+     "--config.teacher_checkpoint: '{tmp}/junk.pth' is not a PyTorch file"),
+    ("teacher_file_truncated", ["--config=" + QUICKSTART,
+                                "--config.teacher_checkpoint={tmp}/cut.pth"],
+     "'{tmp}/cut.pth' is truncated (a zip archive without its closing directory)"),
+    ("teacher_file_is_a_folder", ["--config=" + QUICKSTART,
+                                  "--config.teacher_checkpoint={tmp}/folder.pth"],
+     "'{tmp}/folder.pth' is a directory, not a state_dict file"),
+    ("student_file_junk", ["--config=" + QUICKSTART,
+                           "--config.stages.student.student_checkpoint={tmp}/junk.npz"],
+     "--config.stages.student.student_checkpoint: '{tmp}/junk.npz' is not a numpy .npz file"),
     ("cifar10_jpeg_without_archive", ["--config=" + QUICKSTART, "--config.dataset=cifar10_jpeg",
                                       "--config.data_dir={tmp}/data"],
      "manual/cifar10_jpeg.tar.gz does not exist: put cifar10_jpeg.tar.gz in"),
@@ -151,6 +171,16 @@ def test_bad_command_line_gives_one_line_naming_the_fix(arguments, expected, fil
   line = cli.command_line_error(command_line(arguments, files))
   assert line.startswith("jaxkd: ") and "\n" not in line
   assert expected.format(tmp=files) in line
+
+
+def test_state_dict_files_are_checked_while_the_flags_are_parsed(files):
+  """Before `main` runs, hence before the imports of training (~20 s)."""
+  argv = command_line(["--config=" + QUICKSTART, f"--config.teacher_checkpoint={files}/junk.pth"],
+                      files)
+  flag_values = flags.FlagValues()
+  cli.define_flags(flag_values, argv)
+  with pytest.raises(cli.InputError, match="is not a PyTorch file"):
+    cli.parse_command_line(argv, flag_values)
 
 
 def test_a_good_command_line_passes_the_checks(files):
@@ -275,7 +305,9 @@ def run_main(*arguments, env=None, timeout=300):
      "config.dkd.beta must be ≥ 0, got -8.0"),
     (["--config=configs/quickstart.py", "--config.dataset=fashion_mnist",
       "--config.data_dir={tmp}/data"], "data set 'fashion_mnist' is not prepared"),
-], ids=["flag_parser", "config_file", "range", "data_set"])
+    (["--config=configs/quickstart.py", "--config.teacher_checkpoint={tmp}/cut.pth"],
+     "'{tmp}/cut.pth' is truncated"),
+], ids=["flag_parser", "config_file", "range", "data_set", "teacher_file"])
 def test_command_line_exits_with_one_line_and_no_traceback(arguments, expected, files):
   done = run_main(*command_line(arguments, files)[1:])
   assert done.returncode != 0

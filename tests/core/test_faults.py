@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxkd import data, run_builder, run_lanes, run_record, train
+from jaxkd import checkpoint, data, run_builder, run_lanes, run_record, train
 from jaxkd import step as step_lib
 from tests.config_files import load_config
 from tests.core.test_config import load_config_with_flags
@@ -219,6 +219,20 @@ def test_sigterm_saves_at_the_next_step_and_the_rerun_finishes_as_a_straight_run
                   jax.tree.leaves(exported_params(str(workdir)))):
     np.testing.assert_array_equal(a, b)
   assert json.load(open(workdir / "summary.json"))["steps"] == 200
+
+
+def test_saves_cut_short_by_a_kill_are_removed_when_the_store_opens(tmp_path, caplog):
+  leftovers = [tmp_path / "checkpoints" / "30.orbax-checkpoint-tmp-1796677000" / "state",
+               tmp_path / "best" / "30.orbax-checkpoint-tmp-1796677001"]
+  for path in leftovers:
+    path.mkdir(parents=True)
+  (tmp_path / "checkpoints" / "20").mkdir()  # A finished checkpoint stays.
+  store = checkpoint.CheckpointStore(str(tmp_path), keep=2)
+  store.close()
+  assert os.listdir(tmp_path / "checkpoints") == ["20"] and not os.listdir(tmp_path / "best")
+  removed = [record.getMessage() for record in caplog.records
+             if "unfinished checkpoint save" in record.getMessage()]
+  assert len(removed) == 1 and "Removed 2 unfinished checkpoint save(s)" in removed[0]
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The evaluation protocol of a run on the real digits: a held-out validation split chooses the
 best step, the history records every evaluation, and a student can start from trained weights."""
 
+import errno
 import json
 import os
 import subprocess
@@ -114,3 +115,34 @@ def test_evaluate_command_rejects_a_state_dict_without_model(tmp_path):
        "--dataset=digits"], capture_output=True, text=True, check=False, cwd=REPO)
   assert completed.returncode != 0
   assert "give its architecture with --model" in completed.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("output, expected", [
+    ("teacher.pth", "--output={tmp}/teacher.pth holds a model file: give another --output, or "
+     "--overwrite to write over it"),
+    ("folder", "--output={tmp}/folder is a directory: give the path of a file"),
+    ("teacher.pth/eval.json", "--output={tmp}/teacher.pth/eval.json cannot be written "
+     "({tmp}/teacher.pth is a file, not a directory): give a path you can write to"),
+], ids=["model_file", "directory", "under_a_file"])
+def test_evaluate_command_refuses_its_output_before_evaluating(tmp_path, output, expected):
+  (tmp_path / "teacher.pth").write_bytes(b"weights")
+  (tmp_path / "folder").mkdir()
+  completed = subprocess.run(
+      [sys.executable, "-m", "jaxkd.evaluate", f"--checkpoint={tmp_path / 'absent'}",
+       "--dataset=digits", f"--output={tmp_path / output}"],
+      capture_output=True, text=True, check=False, cwd=REPO)
+  assert completed.returncode != 0 and "Traceback" not in completed.stderr
+  assert completed.stderr.splitlines()[-1] == f"jaxkd.evaluate: {expected.format(tmp=tmp_path)}"
+  assert (tmp_path / "teacher.pth").read_bytes() == b"weights"
+
+
+def test_evaluate_output_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+  def full_disk(*_, **__):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(json, "dump", full_disk)
+  output = tmp_path / "eval.json"
+  with pytest.raises(ValueError) as error:
+    evaluate.write_result({"accuracy": 0.5}, str(output))
+  assert str(error.value) == (f"--output={output} could not be written (No space left on "
+                              "device): free space on its disk, or give another --output")

@@ -261,3 +261,34 @@ def test_real_cifar100_test_split_through_jaxkd_loader(cifar100_data_dir):
   position, = np.flatnonzero((images == pixels).all(axis=(1, 2, 3)))
   assert labels[position] == label
   assert builder.as_data_source(split="test")[int(position)]["id"] == b"test_00000"
+
+
+@pytest.mark.parametrize("entries, expected", [
+    (("summary.json", "checkpoints"), "holds a training run (summary.json, checkpoints/): give "
+     "another --data_dir, or --overwrite to write over it"),
+    (("model.json", "variables"), "holds an exported model (model.json, variables/): give "
+     "another --data_dir, or --overwrite to write over it"),
+], ids=["run", "export"])
+def test_command_refuses_a_data_dir_holding_a_run_or_a_model(tmp_path, entries, expected):
+  data_dir = tmp_path / "run"
+  data_dir.mkdir()
+  (data_dir / entries[0]).write_text("{}")
+  (data_dir / entries[1]).mkdir()
+  with pytest.raises(SystemExit) as exit_info:
+    prepare.main(["cifar100", "--archive", str(tiny_cifar100_folder(tmp_path, "archive")),
+                  "--data_dir",
+                  str(data_dir)])
+  assert str(exit_info.value.code) == f"jaxkd.data.prepare: --data_dir={data_dir} {expected}"
+  assert sorted(os.listdir(data_dir)) == sorted(entries)
+
+
+def test_command_refuses_a_data_dir_under_a_file(tmp_path):
+  (tmp_path / "notes.txt").write_text("")
+  data_dir = tmp_path / "notes.txt" / "tfds"
+  with pytest.raises(SystemExit) as exit_info:
+    prepare.main(["cifar100", "--archive", str(tiny_cifar100_folder(tmp_path, "archive")),
+                  "--data_dir",
+                  str(data_dir)])
+  assert str(exit_info.value.code) == (
+      f"jaxkd.data.prepare: --data_dir={data_dir} cannot be written ({tmp_path / 'notes.txt'} "
+      "is a file, not a directory): give a path you can write to")

@@ -1,6 +1,9 @@
 """State_dict files: .pth/.pt/.th (bare or wrapped, `module.` prefixed), .safetensors, .npz."""
 
+import errno
 import importlib.util
+import os
+import re
 import sys
 
 import numpy as np
@@ -107,3 +110,71 @@ def test_suffixes_select_torch_checkpoints():
              for suffix in (".pth", ".PT", ".th", ".safetensors", ".npz"))
   assert not torch_checkpoint.is_torch_checkpoint("/runs/teacher")
   assert not torch_checkpoint.is_torch_checkpoint("/runs/teacher/export")
+
+
+def _bad_files(folder):
+  """case -> (path of a broken state_dict file made in `folder`, what its error must say)."""
+  good = folder / "good.pth"
+  torch.save(_tensors(STATE_DICT), good)
+  legacy = folder / "legacy.pth"
+  torch.save(_tensors(STATE_DICT), legacy, _use_new_zipfile_serialization=False)
+  npz = folder / "good.npz"
+  np.savez(npz, **STATE_DICT)
+  files = {
+      "truncated_pth": (good, "is truncated (a zip archive without its closing directory)"),
+      "truncated_legacy_pth": (legacy, "is truncated or corrupt"),
+      "truncated_npz": (npz, "is truncated (a zip archive without its closing directory)"),
+      "junk_pth": (folder / "junk.pth", "is not a PyTorch file"),
+      "junk_npz": (folder / "junk.npz", "is not a numpy .npz file"),
+      "junk_safetensors": (folder / "junk.safetensors", "is not a safetensors file"),
+      "empty_pth": (folder / "empty.pth", "is empty"),
+      "folder_pth": (folder / "folder.pth", "is a directory, not a state_dict file"),
+  }
+  for path in (good, legacy, npz):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  for name in ("junk.pth", "junk.npz", "junk.safetensors"):
+    (folder / name).write_bytes(np.random.default_rng(0).bytes(4096))
+  (folder / "empty.pth").write_bytes(b"")
+  (folder / "folder.pth").mkdir()
+  return {case: (str(path), expected) for case, (path, expected) in files.items()}
+
+
+CORRUPT_CASES = ["truncated_pth", "truncated_legacy_pth", "truncated_npz", "junk_pth", "junk_npz",
+                 "junk_safetensors", "empty_pth", "folder_pth"]
+
+
+@pytest.mark.parametrize("case", CORRUPT_CASES)
+def test_broken_files_are_refused_in_one_line_naming_the_file(tmp_path, case):
+  path, expected = _bad_files(tmp_path)[case]
+  with pytest.raises(ValueError) as error:
+    torch_checkpoint.read_state_dict(path)
+  message = str(error.value)
+  assert expected in message and f"'{path}'" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("case", [c for c in CORRUPT_CASES if c != "truncated_legacy_pth"])
+def test_cheap_check_needs_no_torch(tmp_path, monkeypatch, case):
+  path, expected = _bad_files(tmp_path)[case]
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError.
+  with pytest.raises(ValueError, match=re.escape(expected)):
+    torch_checkpoint.check_state_dict_file(path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".npz"])
+def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path, monkeypatch, suffix):
+  path = tmp_path / f"model{suffix}"
+  torch_checkpoint.write_state_dict(STATE_DICT, str(path))
+  before = path.read_bytes()
+
+  def full_disk(file):
+    """Writes half a file, then fails as a full disk does."""
+    with open(file, "wb") as f:
+      f.write(b"PK\x03\x04 half")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(torch, "save", lambda _, file: full_disk(file))
+  monkeypatch.setattr(np, "savez", lambda file, **_: full_disk(file))
+  with pytest.raises(OSError, match="No space left"):
+    torch_checkpoint.write_state_dict({"other": np.zeros(2)}, str(path))
+  assert path.read_bytes() == before
+  assert sorted(os.listdir(tmp_path)) == [path.name]

@@ -1,6 +1,7 @@
 """`python -m jaxkd.import_torch` / `jaxkd.export_torch`, PyTorch teachers in
 `checkpoint.load_exported_model`, and the published CIFAR-100 ResNet-56 teacher."""
 
+import errno
 import json
 import os
 import subprocess
@@ -179,3 +180,144 @@ def test_published_cifar100_resnet56_imports_with_every_key_and_pytorch_logits()
   error = random_torch.relative_error(
       random_torch.jaxkd_logits("resnet56", variables, images, num_classes=100), logits)
   assert error <= 1e-4
+
+
+def _import_argv(checkpoint_path, out, *extra):
+  """argv of `jaxkd.import_torch` for a resnet8 of random_torch.NUM_CLASSES classes."""
+  return ["--model", "resnet8", "--num_classes", str(random_torch.NUM_CLASSES),
+          "--checkpoint", str(checkpoint_path), "--out", str(out), *extra]
+
+
+def _one_line_exit(command, argv) -> str:
+  """The message `command.main(argv)` exits with, checked to be one line."""
+  with pytest.raises(SystemExit) as exit_info:
+    command.main(argv)
+  message = str(exit_info.value.code)
+  assert "\n" not in message
+  return message
+
+
+@pytest.mark.parametrize("entries, expected", [
+    (["summary.json", "checkpoints/"], "holds a training run (summary.json, checkpoints/)"),
+    ([".jaxkd.lock"], "holds a training run (.jaxkd.lock)"),
+    (["model.json", "variables/"], "holds an exported model (model.json, variables/)"),
+    (["_CHECKPOINT_METADATA"], "holds a checkpoint (_CHECKPOINT_METADATA)"),
+], ids=["run", "locked_run", "export", "checkpoint"])
+def test_import_refuses_an_out_that_holds_a_run_or_a_model(imported_resnet8, tmp_path, entries,
+                                                           expected):
+  _, path, _ = imported_resnet8
+  out = tmp_path / "out"
+  for entry in entries:
+    (out / entry).mkdir(parents=True) if entry.endswith("/") else (
+        out.mkdir(exist_ok=True), (out / entry).write_text("{}"))
+  before = sorted(os.listdir(out))
+  message = _one_line_exit(import_torch, _import_argv(path, out))
+  assert message == (f"jaxkd.import_torch: --out={out} {expected}: give another --out, or "
+                     "--overwrite to write over it")
+  assert sorted(os.listdir(out)) == before
+
+
+def test_import_overwrite_replaces_an_export(imported_resnet8, tmp_path):
+  _, path, _ = imported_resnet8
+  out = tmp_path / "teacher"
+  import_torch.main(_import_argv(path, out, "--dataset", "first"))
+  import_torch.main(_import_argv(path, out, "--dataset", "second", "--overwrite"))
+  assert json.loads((out / "model.json").read_text())["dataset"] == "second"
+
+
+def test_import_on_a_full_disk_says_so_in_one_line(imported_resnet8, tmp_path, monkeypatch):
+  _, path, _ = imported_resnet8
+
+  def full_disk(*_):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(checkpoint, "write_export", full_disk)
+  message = _one_line_exit(import_torch, _import_argv(path, tmp_path / "out"))
+  assert message.endswith("could not be written (No space left on device): free space on its "
+                          "disk, or give another --out")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.write_bytes(b"PK\x03\x04" + bytes(100)), "is truncated (a zip archive"),
+    (lambda p: p.write_bytes(b"\x00junk"), "is not a PyTorch file"),
+    (lambda p: p.mkdir(), "is a directory, not a state_dict file"),
+], ids=["truncated", "junk", "folder"])
+def test_import_of_a_broken_file_is_one_line(tmp_path, make, expected):
+  path = tmp_path / "teacher.pth"
+  make(path)
+  message = _one_line_exit(import_torch, _import_argv(path, tmp_path / "out"))
+  assert message.startswith(f"jaxkd.import_torch: '{path}' {expected}")
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, num_classes, expected", [
+    ("resnet8", 100, "the checkpoint has 100 classes, the model 10 (fc.weight)"),
+    ("resnet8x4", 10, "its convolutions have other channel counts (conv1.weight maps 3 to 32 "
+     "channels, the model's 3 to 16)"),
+    ("resnet14", 10, "it has layers the model lacks (layer1.1.bn1, layer1.1.bn2, "
+     "layer1.1.conv1, ...)"),
+], ids=["classes", "channels", "layers"])
+def test_another_architecture_says_how_it_differs(name, num_classes, expected):
+  state_dict = random_torch.numpy_state_dict(torch_models.create_model(name, num_classes))
+  like = import_torch.variables_template("resnet8", random_torch.NUM_CLASSES)
+  with pytest.raises(ValueError) as error:
+    torch_layout.variables_from_torch_state_dict("resnet8", state_dict, like)
+  assert f"with this number of classes): {expected}" in str(error.value)
+
+
+def test_export_refuses_to_replace_a_model_file_unless_told(imported_resnet8, tmp_path):
+  _, _, out = imported_resnet8
+  written = tmp_path / "student.pth"
+  written.write_bytes(b"an older model")
+  message = _one_line_exit(export_torch, ["--checkpoint", str(out), "--out", str(written)])
+  assert message == (f"jaxkd.export_torch: --out={written} holds a model file: give another "
+                     "--out, or --overwrite to write over it")
+  assert written.read_bytes() == b"an older model"
+  export_torch.main(["--checkpoint", str(out), "--out", str(written), "--overwrite"])
+  assert set(torch.load(written, weights_only=True)) >= {"conv1.weight", "fc.weight"}
+
+
+@pytest.mark.parametrize("command, target, expected", [
+    (import_torch, "a_file", "--out={tmp}/a_file is a file: give a directory"),
+    (import_torch, "a_file/teacher", "--out={tmp}/a_file/teacher cannot be written "
+     "({tmp}/a_file is a file, not a directory)"),
+    (export_torch, "folder.pth", "--out={tmp}/folder.pth is a directory: give the path of a "
+     "file"),
+    (export_torch, "a_file/student.pth", "--out={tmp}/a_file/student.pth cannot be written "
+     "({tmp}/a_file is a file, not a directory)"),
+], ids=["import_to_a_file", "import_under_a_file", "export_to_a_folder", "export_under_a_file"])
+def test_commands_refuse_an_out_they_cannot_write(imported_resnet8, tmp_path, command, target,
+                                                  expected):
+  _, path, export = imported_resnet8
+  (tmp_path / "a_file").write_text("notes")
+  (tmp_path / "folder.pth").mkdir()
+  out = tmp_path / target
+  argv = (_import_argv(path, out) if command is import_torch
+          else ["--checkpoint", str(export), "--out", str(out)])
+  assert expected.format(tmp=tmp_path) in _one_line_exit(command, argv)
+  assert sorted(os.listdir(tmp_path)) == ["a_file", "folder.pth"]
+  assert not os.listdir(tmp_path / "folder.pth")
+
+
+def test_export_of_a_state_dict_file_says_it_is_one(imported_resnet8, tmp_path):
+  _, path, _ = imported_resnet8
+  message = _one_line_exit(export_torch, ["--checkpoint", str(path), "--out",
+                                          str(tmp_path / "student.pth")])
+  assert f"--checkpoint '{path}' is a PyTorch state_dict already" in message
+
+
+def test_export_on_a_full_disk_says_so_and_leaves_no_partial_file(imported_resnet8, tmp_path,
+                                                                  monkeypatch):
+  _, _, out = imported_resnet8
+
+  def full_disk(file, **_):
+    with open(file, "wb") as f:
+      f.write(b"PK\x03\x04")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(np, "savez", full_disk)
+  written = tmp_path / "student.npz"
+  message = _one_line_exit(export_torch, ["--checkpoint", str(out), "--out", str(written)])
+  assert message == (f"jaxkd.export_torch: --out={written} could not be written (No space left "
+                     "on device): free space on its disk, or give another --out")
+  assert not os.listdir(tmp_path)
