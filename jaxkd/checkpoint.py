@@ -94,7 +94,8 @@ class CheckpointStore:
       self._best.save(step, args=args, force=True)
 
   def restore_latest(self, state_like: PyTree, model: str = "the config's model",
-                     max_step: int | None = None) -> tuple[PyTree, dict] | None:
+                     max_step: int | None = None, restart: str = "run"
+                     ) -> tuple[PyTree, dict] | None:
     """The latest good train state (of a step ≤ `max_step` when given), restored with the
     shardings of `state_like`, and its progress; None when no such checkpoint is left.
 
@@ -102,10 +103,10 @@ class CheckpointStore:
     warning and the previous one is tried. Checkpoints (last and best) of later steps than
     the one restored are moved aside too, since training saves those steps again. A
     checkpoint of another model than `model` (what the config calls the one `state_like`
-    holds) raises ValueError.
+    holds) raises ValueError, whose hint retrains with `--config.restart_stages=<restart>`.
     """
     while (step := self._latest_step(max_step)) is not None:
-      self._check_model(step, state_like, model)
+      self._check_model(step, state_like, model, restart)
       try:
         restored = self._last.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state_like)),
@@ -125,7 +126,7 @@ class CheckpointStore:
     steps = [s for s in self._last.all_steps() if max_step is None or s <= max_step]
     return max(steps, default=None)
 
-  def _check_model(self, step: int, state_like: PyTree, model: str) -> None:
+  def _check_model(self, step: int, state_like: PyTree, model: str, restart: str) -> None:
     """Raises ValueError when checkpoint `step` holds parameters of other names or shapes."""
     try:
       stored = self._last.item_metadata(step)["state"].tree["params"]
@@ -135,8 +136,8 @@ class CheckpointStore:
     if problems:
       raise ValueError(
           f"checkpoint {step} in {self._last.directory} holds another model than {model} "
-          f"({'; '.join(problems[:3])}): give this config a new --workdir, or "
-          "--config.restart_stages=run (a stage's name in a pipeline) to retrain here")
+          f"({'; '.join(problems[:3])}): give this config a new --workdir, or rerun with "
+          f"--config.restart_stages={restart} to retrain here (the old run is moved aside)")
 
   def _move_aside_after(self, step: int) -> None:
     """Moves aside the last and best checkpoints of steps after `step`."""

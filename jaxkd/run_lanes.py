@@ -53,7 +53,13 @@ def checked_record(config: ml_collections.ConfigDict, workdir: str,
   current = current_record(config)
   recorded = run_record.read_record(workdir)
   changes = run_record.record_changes(recorded, current) if recorded else []
-  if changes and checkpoint.has_results(workdir):
+  if recorded is None and config.restart_stages == "run" and checkpoint.has_results(workdir):
+    # Results without a record (an older jaxkd, copied checkpoints): retrained on request.
+    moved = checkpoint.move_aside(workdir, "replaced")
+    logging.warning("The old run (no record of its config) is moved to %s; training again.",
+                    moved)
+    os.makedirs(workdir, exist_ok=True)
+  elif changes and checkpoint.has_results(workdir):
     if recorded["diverged_at_step"] is not None:
       logging.warning("Resuming a run that diverged at step %d with: %s",
                       recorded["diverged_at_step"], "; ".join(changes))
@@ -151,7 +157,8 @@ def resume(run: run_builder.Run, lanes: list[Lane], model: str
   """The latest good checkpoint's state, and whether there was one; each lane's progress is
   restored with it. The lanes of a replicated run resume together from the latest step
   that every lane holds (a run stopped between two lanes' saves repeats a few steps)."""
-  restored = [lane.store.restore_latest(run.replica_state(run.state, k), model)
+  restored = [lane.store.restore_latest(run.replica_state(run.state, k), model,
+                                        restart=lane.command.restart)
               for k, lane in enumerate(lanes)]
   steps = [None if r is None else int(r[0].step) for r in restored]
   if None in steps:
@@ -161,7 +168,8 @@ def resume(run: run_builder.Run, lanes: list[Lane], model: str
   common = min(steps)
   if any(step != common for step in steps):
     restored = [r if int(r[0].step) == common else
-                lane.store.restore_latest(run.replica_state(run.state, k), model, max_step=common)
+                lane.store.restore_latest(run.replica_state(run.state, k), model, max_step=common,
+                                          restart=lane.command.restart)
                 for k, (lane, r) in enumerate(zip(lanes, restored))]
   for lane, (_, progress) in zip(lanes, restored):
     lane.progress = progress

@@ -258,8 +258,14 @@ def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes(t
   os.remove(tmp_path / run_record.RECORD_FILE)  # A workdir of an older jaxkd: no record.
   with pytest.raises(ValueError, match=r"checkpoint 30 in .* holds another model than the "
                                        r"config's 'cnn_large' \(student.bn0.bias has shape "
-                                       r"\(16,\), expected \(32,\)"):
+                                       r"\(16,\), expected \(32,\)") as mismatch:
     train.train_and_evaluate(other, str(tmp_path))
+  # The printed flag works as given: the old run is moved aside and the new model trains.
+  field, value = re.search(r"--config\.(restart_stages)=(\w+)", str(mismatch.value)).groups()
+  other[field] = value
+  retrained = train.train_and_evaluate(other, str(tmp_path))
+  assert retrained["steps"] == 30 and retrained["student_model"] == "cnn_large"
+  assert len(glob.glob(f"{tmp_path}.replaced-*")) == 1
 
 
 def test_signals_are_noted_from_the_first_trained_step_not_during_set_up(tmp_path, monkeypatch):
