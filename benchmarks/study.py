@@ -21,8 +21,8 @@ import os
 import sys
 import time
 
-from benchmarks import (common, study_configs, study_estimate, study_plots, study_report,
-                        study_results, study_runs, study_sources, study_suite)
+from benchmarks import (common, study_configs, study_estimate, study_plots, study_records,
+                        study_report, study_results, study_runs, study_sources, study_suite)
 from jaxkd import compile_cache, train
 
 
@@ -49,6 +49,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "runs of other settings or hardware than the suite's main table)")
   parser.add_argument("--no-train", action="store_true",
                       help="train nothing: only write the results of the runs present")
+  parser.add_argument("--records", default="",
+                      help="a folder that keeps the finished runs' records (summary.json, "
+                           "fingerprint.json): restored into the workdir where missing, saved "
+                           "as each run finishes (commit it to keep a study across machines)")
   parser.add_argument("--estimate", action="store_true",
                       help="print each run's estimated wall time, then stop")
   parser.add_argument("--estimate-steps", type=int, default=study_estimate.PROBE_STEPS,
@@ -107,9 +111,18 @@ def run(args: argparse.Namespace, command: str) -> None:
                                     sources.teacher_dir, sources.student_start_dir, settings)
 
   started = time.time()
+  if args.records:
+    print(f"{study_records.restore(args.records, workdir)} record(s) restored from "
+          f"{args.records}.", flush=True)
   if args.estimate or not args.no_train:
     study_sources.prepare_sources(suite, workdir, settings)
   done = [study_runs.run_is_done(r, config_of(r)) for r in runs]
+
+  def save_records(finished: list[study_runs.StudyRun]) -> None:
+    if args.records:
+      study_records.save([r.workdir for r in finished], workdir, args.records)
+
+  save_records([r for r, is_done in zip(runs, done) if is_done])
   estimates = None
   # A long suite's estimate times every pending method (about a minute each on a CPU): on its
   # first start only; a resumed suite's ETA comes from the runs it trains.
@@ -124,7 +137,8 @@ def run(args: argparse.Namespace, command: str) -> None:
     for reference in study_sources.references(suite, workdir, settings):
       print(f"{reference.name}: test accuracy {100 * reference.accuracy:.2f}% "
             f"({reference.count} images, through jaxkd)", flush=True)
-    study_runs.train_runs(runs, config_of, estimates, replicas=args.replicas)
+    study_runs.train_runs(runs, config_of, estimates, replicas=args.replicas,
+                          on_finished=save_records)
     print(f"Shard done in {study_runs.format_duration(time.time() - started)}.", flush=True)
   if args.write_results:
     print("\n".join(write_results(suite, workdir, settings, command, args.results_path,

@@ -168,10 +168,11 @@ def _train_group(group: list[StudyRun],
 def train_runs(runs: Sequence[StudyRun],
                config_of: Callable[[StudyRun], ml_collections.ConfigDict],
                estimates: Mapping[str, float] | None = None,
-               log: Callable[[str], None] = print, replicas: int = 1) -> list[StudyRun]:
+               log: Callable[[str], None] = print, replicas: int = 1,
+               on_finished: Callable[[list[StudyRun]], None] | None = None) -> list[StudyRun]:
   """Trains the runs not yet done, one `train_and_evaluate` each (or up to `replicas` seeds of
-  a label in one, `replica_groups`), printing a line (with the suite's ETA) as each finishes;
-  returns the runs it trained."""
+  a label in one, `replica_groups`), printing a line (with the suite's ETA) as each finishes
+  and calling `on_finished` with each group trained; returns the runs it trained."""
   pending = [run for run in runs if not run_is_done(run, config_of(run))]
   log(f"{len(runs) - len(pending)} of {len(runs)} run(s) already done; {len(pending)} to train.")
   eta = SuiteEta(estimates)
@@ -182,6 +183,8 @@ def train_runs(runs: Sequence[StudyRun],
     started = time.time()
     summaries = _train_group(group, config_of)
     elapsed = time.time() - started
+    if on_finished is not None:
+      on_finished(group)
     together = f" (with {len(group) - 1} other seed(s) as replicas)" if len(group) > 1 else ""
     for run in group:
       eta.record(run.label, elapsed / len(group))

@@ -264,3 +264,29 @@ def test_digits_suite_shards_rerun_and_results(tmp_path, capsys):
   assert png.read_bytes().startswith(PNG_SIGNATURE) and png.stat().st_size > 1000
   assert "![test accuracy against epoch](study/digits_smoke_accuracy.png)" in section
   assert not (tmp_path / "study" / "digits_smoke_teacher.png").exists()
+
+
+def test_records_of_finished_runs_are_saved_and_restored_where_missing(tmp_path):
+  from benchmarks import study_records  # pylint: disable=g-import-not-at-top
+  study = tmp_path / "study"
+  single, pipeline = study / "kd" / "seed_0", study / "generous_kd" / "seed_1"
+  for directory, files in ((single, ("summary.json", "fingerprint.json", "curves.png")),
+                           (pipeline, ("summary.json",)),
+                           (pipeline / "generous", ("summary.json", "fingerprint.json")),
+                           (pipeline / "student" / "checkpoints", ("state",))):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in files:
+      (directory / name).write_text(f"{directory.name}/{name}")
+  records = tmp_path / "records"
+  assert study_records.save([str(single), str(pipeline)], str(study), str(records)) == 5
+  assert sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file()) == [
+      "generous_kd/seed_1/generous/fingerprint.json", "generous_kd/seed_1/generous/summary.json",
+      "generous_kd/seed_1/summary.json", "kd/seed_0/fingerprint.json", "kd/seed_0/summary.json"]
+  elsewhere = tmp_path / "elsewhere"
+  (elsewhere / "kd" / "seed_0").mkdir(parents=True)
+  (elsewhere / "kd" / "seed_0" / "summary.json").write_text("its own")
+  assert study_records.restore(str(records), str(elsewhere)) == 4
+  assert (elsewhere / "kd" / "seed_0" / "summary.json").read_text() == "its own"  # Kept.
+  assert (elsewhere / "generous_kd" / "seed_1" / "generous" / "summary.json").read_text() == (
+      "generous/summary.json")
+  assert study_records.restore(str(tmp_path / "none"), str(elsewhere)) == 0
