@@ -251,44 +251,55 @@ def read_description(path: str) -> dict:
     return json.load(f)
 
 
-def _import_torch_checkpoint(path: str, model_name: str,
-                             variables_like: PyTree) -> tuple[PyTree, dict]:
+# What a checkpoint is loaded as: how errors name it, and the flags that fix a wrong model.
+MODEL_ROLES = {
+    "teacher": ("teacher checkpoint", "fix the teacher model (--config.teacher_model for a "
+                "single run, --config.stages.student.teacher_model for a pipeline config) or "
+                "--config.teacher_checkpoint"),
+    "student": ("student checkpoint", "fix --config.student_model or "
+                "--config.student_checkpoint"),
+    "model": ("checkpoint", "fix --model or --checkpoint"),
+}
+
+
+def _import_torch_checkpoint(path: str, model_name: str, variables_like: PyTree,
+                             label: str) -> tuple[PyTree, dict]:
   """A PyTorch state_dict file in the published layout, placed as `variables_like`."""
   state_dict = torch_checkpoint.read_state_dict(path)
   try:
     variables = torch_layout.variables_from_torch_state_dict(model_name, state_dict,
                                                              variables_like)
   except ValueError as error:
-    raise ValueError(f"teacher checkpoint '{path}': {error}") from None
+    raise ValueError(f"{label} '{path}': {error}") from None
   variables = jax.tree.map(lambda array, like: jax.device_put(array, like.sharding),
                            variables, variables_like)
   return variables, {"model": model_name, "source": path, "input_mean": None, "input_std": None}
 
 
-def load_exported_model(path: str, model_name: str, variables_like: PyTree) -> tuple[PyTree, dict]:
+def load_exported_model(path: str, model_name: str, variables_like: PyTree,
+                        role: str = "teacher") -> tuple[PyTree, dict]:
   """Loads an exported model into the shapes and shardings of `variables_like`.
 
   `path` is a jaxkd export (or the workdir of a finished run), or a PyTorch state_dict file
   in the model's published layout (`torch_checkpoint.is_torch_checkpoint`), imported on the fly.
   Raises a ValueError naming the mismatching entries when the checkpoint was made by
-  another architecture or class count.
+  another architecture or class count; `role` (a key of MODEL_ROLES) says how it names the
+  checkpoint and which flags it suggests.
   """
+  label, fix = MODEL_ROLES[role]
   if torch_checkpoint.is_torch_checkpoint(path):
-    return _import_torch_checkpoint(path, model_name, variables_like)
+    return _import_torch_checkpoint(path, model_name, variables_like, label)
   export_dir = find_export_dir(path)
   description = read_description(export_dir)
   if description.get("model") != model_name:
-    raise ValueError(f"teacher checkpoint '{path}' holds a '{description.get('model')}' model, "
-                     f"but the config names '{model_name}': fix the teacher model "
-                     "(--config.teacher_model for a single run, "
-                     "--config.stages.student.teacher_model for a pipeline config) "
-                     "or --config.teacher_checkpoint")
+    raise ValueError(f"{label} '{path}' holds a '{description.get('model')}' model, but the "
+                     f"config names '{model_name}': {fix}")
   checkpointer = ocp.StandardCheckpointer()
   variables_dir = os.path.join(export_dir, "variables")
   stored = checkpointer.metadata(variables_dir).item_metadata.tree
   problems = shape_differences(_dotted_shapes(stored), _dotted_shapes(variables_like))
   if problems:
-    raise ValueError(f"teacher checkpoint '{path}' does not match model '{model_name}' with "
+    raise ValueError(f"{label} '{path}' does not match model '{model_name}' with "
                      f"this data set's classes: " + "; ".join(problems[:5]) +
                      (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
   variables = checkpointer.restore(variables_dir, _abstract(variables_like))

@@ -60,7 +60,8 @@ def evaluate_checkpoint(checkpoint_path: str, *, model: str = "", dataset: str =
   module = models.create_model(model, info.num_classes)
   module, params, batch_stats, description = model_loading.load_model(
       module, model, checkpoint_path, info, mesh, jax.random.key(0),
-      normalization={"input_mean": list(mean), "input_std": list(std)} if mean else None)
+      normalization={"input_mean": list(mean), "input_std": list(std)} if mean else None,
+      role="model")
   builder = tfds_source.prepared_builder(source, data_dir)
   images, labels = tfds_source.load_split_arrays(
       builder, source.eval_split if split == "test" else source.train_split)

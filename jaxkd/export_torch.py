@@ -33,7 +33,7 @@ def export_checkpoint(checkpoint_path: str, out_path: str, overwrite: bool = Fal
     raise ValueError(f"the model.json of '{checkpoint_path}' does not record num_classes: add "
                      "\"num_classes\": N to it (the classes of the model's head)")
   like = import_torch.variables_template(model_name, num_classes)
-  variables, _ = checkpoint.load_exported_model(checkpoint_path, model_name, like)
+  variables, _ = checkpoint.load_exported_model(checkpoint_path, model_name, like, "model")
   state_dict = torch_layout.torch_state_dict_from_variables(model_name, variables)
   with output_paths.writing(out_path, "--out"):
     torch_checkpoint.write_state_dict(state_dict, out_path)

@@ -24,9 +24,10 @@ def init_variables(module, rng: jax.Array, image_shape: tuple[int, ...]) -> tupl
 
 
 def load_model(module, name: str, path: str, info, mesh, rng,
-               normalization: dict[str, list[float]] | None = None
+               normalization: dict[str, list[float]] | None = None, role: str = "teacher"
                ) -> tuple[Any, PyTree, PyTree, dict]:
-  """A model's (module, params, batch_stats, description) from a checkpoint, shape-checked.
+  """A model's (module, params, batch_stats, description) from a checkpoint, shape-checked
+  (`role`: what errors call it, `checkpoint.MODEL_ROLES`).
 
   A model trained on inputs normalised otherwise than this data set (its description's
   `input_mean`/`input_std`, or `normalization` when given) is wrapped in
@@ -36,7 +37,7 @@ def load_model(module, name: str, path: str, info, mesh, rng,
   shapes = jax.eval_shape(lambda: init_variables(module, rng, info.image_shape))
   like = {"params": shapes[0], "batch_stats": shapes[1]}
   like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), like)
-  variables, description = checkpoint.load_exported_model(path, name, like)
+  variables, description = checkpoint.load_exported_model(path, name, like, role)
   description = dict(description, **(normalization or {}))
   own_mean, own_std = description.get("input_mean"), description.get("input_std")
   affine = (input_renormalization.renormalization(info.mean, info.std, own_mean, own_std)

@@ -103,7 +103,7 @@ def build_run(config: ml_collections.ConfigDict, info: "data.DatasetInfo", steps
     loaded_students = {}
     for path in dict.fromkeys(student_checkpoints):
       student_module, *variables, student_description = model_loading.load_model(
-          student, config.student_model, path, info, mesh, keys[0][0])
+          student, config.student_model, path, info, mesh, keys[0][0], role="student")
       loaded_students[path] = tuple(variables)
       logging.info("Student '%s' starts from %s.", config.student_model, path)
     student = student_module

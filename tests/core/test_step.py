@@ -135,6 +135,15 @@ def test_teacher_checkpoint_of_another_architecture_is_refused(tmp_path):
     run_builder.build_run(config, INFO, 10, step_lib.create_mesh())
 
 
+def test_student_checkpoint_of_another_architecture_names_the_student_flags(tmp_path):
+  config = kd_config(export_random_teacher(tmp_path / "teacher"))
+  config.student_checkpoint = export_random_teacher(tmp_path / "student", model_name="cnn_large")
+  with pytest.raises(ValueError, match=r"^student checkpoint '.*' holds a 'cnn_large' model, but "
+                                       r"the config names 'cnn_small': fix "
+                                       r"--config.student_model or --config.student_checkpoint$"):
+    run_builder.build_run(config, INFO, 10, step_lib.create_mesh())
+
+
 def test_teacher_checkpoint_with_other_classes_is_refused(tmp_path):
   config = kd_config(export_random_teacher(tmp_path / "teacher", num_classes=7))
   with pytest.raises(ValueError, match=r"does not match model 'cnn_large'.*classifier.*shape"):
