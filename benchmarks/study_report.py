@@ -174,11 +174,27 @@ def section(suite: study_suite.Suite, settings: study_configs.RunSettings, comma
       f"- Total wall time: {study_runs.format_duration(total_wall_s)} (the runs of this table, "
       "and the teacher's training when the suite trains it)",
       *replicas_line(results),
+      *completeness_line(suite, results),
       ""]
   lines += table(suite, references, results, validated)
   for caption, path in plots:
     lines += ["", f"![{caption}]({path})"]
   return lines
+
+
+def completeness_line(suite: study_suite.Suite,
+                      results: Sequence[study_results.MethodResult]) -> list[str]:
+  """What the table still lacks of the suite's runs (none when it is complete)."""
+  expected = len(suite.methods) * len(suite.seeds)
+  finished = sum(len(result.seeds) for result in results)
+  if finished >= expected:
+    return []
+  present = {result.entry.label: len(result.seeds) for result in results}
+  missing = [f"{label} ({len(suite.seeds) - present.get(label, 0)})" for label in suite.labels
+             if present.get(label, 0) < len(suite.seeds)]
+  return [f"- **Partial**: {finished} of the suite's {expected} runs are finished; still to "
+          f"train (runs): {', '.join(missing)}. The same command without --no-train resumes "
+          "the study."]
 
 
 def replicas_line(results: Sequence[study_results.MethodResult]) -> list[str]:

@@ -290,3 +290,17 @@ def test_records_of_finished_runs_are_saved_and_restored_where_missing(tmp_path)
   assert (elsewhere / "generous_kd" / "seed_1" / "generous" / "summary.json").read_text() == (
       "generous/summary.json")
   assert study_records.restore(str(tmp_path / "none"), str(elsewhere)) == 0
+
+
+def test_a_partial_table_says_which_runs_it_still_lacks():
+  suite = study_suite.Suite(
+      name="toy", purpose="p", dataset="digits", teacher=study_suite.TrainedTeacher("cnn_large"),
+      student_model="cnn_small", schedule={},
+      methods=(study_suite.MethodEntry("ce", "ce"), study_suite.MethodEntry("kd", "kd"),
+               study_suite.MethodEntry("atsc", "atsc")), seeds=(0, 1))
+  complete = [_method_result(label, label, [0.6, 0.61]) for label in ("ce", "kd", "atsc")]
+  assert study_report.completeness_line(suite, complete) == []
+  (line,) = study_report.completeness_line(suite, complete[:1] + [_method_result("kd", "kd",
+                                                                                 [0.6])])
+  assert line.startswith("- **Partial**: 3 of the suite's 6 runs are finished; still to train "
+                         "(runs): kd (1), atsc (2).")
